@@ -1,0 +1,107 @@
+//! Latent consistency model multistep sampling: Luo et al., "Latent Consistency Models" (2023),
+//! Algorithm 3; diffusers' `LCMScheduler`.
+//!
+//! Each step maps x_t to a clean estimate with the consistency boundary condition
+//! denoised = c_out · x0 + c_skip · x_t, c_skip = σ_d² / ((s t)² + σ_d²),
+//! c_out = s t / sqrt((s t)² + σ_d²) (σ_d = 0.5, s = `timestep_scaling`), then re-noises it to
+//! the next timestep with fresh noise; the last step returns `denoised`.
+
+use std::ops::ControlFlow;
+
+use candle_core::Tensor;
+
+use super::{clip, clip_range, report, Outcome, SampleContext, Sampler, SamplerKind, Space};
+use crate::core::config::SchedulerConfig;
+use crate::core::denoiser::NoiseLevel;
+use crate::core::error::{CoreError, Result};
+use crate::core::schedule::NoiseSchedule;
+use crate::core::spacing::check_steps;
+use crate::core::tensor_ops::lincomb;
+
+/// LCM with its timesteps set.
+#[derive(Debug, Clone)]
+pub struct Lcm {
+    schedule: NoiseSchedule,
+    timesteps: Vec<usize>,
+    timestep_scaling: f64,
+    clip: Option<f64>,
+}
+
+impl Lcm {
+    /// LCM for `steps` steps, chosen from the `original_inference_steps` distillation grid.
+    pub fn new(config: &SchedulerConfig, steps: usize) -> Result<Self> {
+        let schedule = NoiseSchedule::from_config(config)?;
+        let train = schedule.train_steps();
+        let original = config.original_inference_steps.unwrap_or(50);
+        check_steps(original, train).map_err(|_| {
+            CoreError::invalid("original_inference_steps", original, format!("must lie in 1..={train}"))
+        })?;
+        check_steps(steps, original).map_err(|_| {
+            CoreError::invalid("steps", steps, format!("LCM takes 1 to {original} steps (its distillation grid)"))
+        })?;
+        let k = train / original;
+        // The grid k·i - 1 for i = original..1, then `steps` evenly spaced indices into it.
+        let grid: Vec<usize> = (1..=original).rev().map(|i| i * k - 1).collect();
+        let timesteps =
+            (0..steps).map(|j| grid[(j as f64 * original as f64 / steps as f64).floor() as usize]).collect();
+        Ok(Self {
+            schedule,
+            timesteps,
+            timestep_scaling: config.timestep_scaling.unwrap_or(10.0),
+            clip: clip_range(config, false),
+        })
+    }
+}
+
+impl Sampler for Lcm {
+    fn kind(&self) -> SamplerKind {
+        SamplerKind::Lcm
+    }
+
+    fn steps(&self) -> usize {
+        self.timesteps.len()
+    }
+
+    fn space(&self) -> Space {
+        Space::VariancePreserving
+    }
+
+    fn alpha_bar_at(&self, step: usize) -> f64 {
+        self.schedule.alpha_bar(self.timesteps[step])
+    }
+
+    fn timestep_at(&self, step: usize) -> f64 {
+        self.timesteps[step] as f64
+    }
+
+    fn init_noise_sigma(&self) -> f64 {
+        1.0
+    }
+
+    fn run(&self, mut x: Tensor, from: usize, ctx: &mut SampleContext<'_>) -> Result<Outcome> {
+        let steps = self.steps();
+        let total = steps.saturating_sub(from);
+        for (i, &t) in self.timesteps.iter().enumerate().skip(from) {
+            let a = self.schedule.alpha_bar(t);
+            let pred = ctx.denoiser.predict(&x, NoiseLevel { timestep: t as f64, alpha_bar: a })?;
+            let x0 = clip(pred.x0, self.clip)?;
+            let scaled = t as f64 * self.timestep_scaling;
+            let c_skip = 0.25 / (scaled * scaled + 0.25);
+            let c_out = scaled / (scaled * scaled + 0.25).sqrt();
+            let denoised = lincomb(&[(c_out, &x0), (c_skip, &x)])?;
+            let next = match self.timesteps.get(i + 1) {
+                Some(&t_prev) => {
+                    let a_prev = self.schedule.alpha_bar(t_prev);
+                    let z = ctx.noise.draw(&x)?;
+                    lincomb(&[(a_prev.sqrt(), &denoised), ((1.0 - a_prev).sqrt(), &z)])?
+                }
+                None => denoised.clone(),
+            };
+            x = match report(self, ctx, i - from, total, next, &denoised, Some(i))? {
+                ControlFlow::Continue(x) => x,
+                ControlFlow::Break(outcome) => return Ok(outcome),
+            };
+        }
+        Ok(Outcome::Finished(x))
+    }
+}

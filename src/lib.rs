@@ -1,0 +1,5 @@
+//! Latent Studio: a desktop studio for working with diffusion models interactively.
+//! See `ARCHITECTURE.md` for the module map.
+
+pub mod cli;
+pub mod core;

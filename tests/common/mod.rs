@@ -1,0 +1,106 @@
+//! Shared by the integration tests: the reference figures and the exact Gaussian model.
+#![allow(dead_code)]
+
+use std::ops::ControlFlow;
+
+use candle_core::{DType, Device, Tensor};
+use latent_studio::core::samplers::{Outcome, SampleContext, Sampler, StepView};
+use latent_studio::core::{NoiseSource, PredictionType, Result};
+use latent_studio::core::{Network, NoiseSchedule, SchedulerConfig};
+use serde_json::Value;
+
+/// Reads a fixture copied from `../shared/reference/` (diffusers 0.42.1's own figures).
+pub fn fixture(name: &str) -> Value {
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+pub fn floats(v: &Value) -> Vec<f64> {
+    v.as_array().expect("array").iter().map(|x| x.as_f64().expect("number")).collect()
+}
+
+pub fn tensor(values: &[f64], shape: &[usize]) -> Tensor {
+    Tensor::from_vec(values.to_vec(), shape, &Device::Cpu).unwrap()
+}
+
+pub fn values(t: &Tensor) -> Vec<f64> {
+    t.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1().unwrap()
+}
+
+/// The data mean and standard deviation of the exact model: x_0 ~ N(0.5, 0.5²) per element.
+pub const MU: f64 = 0.5;
+pub const S: f64 = 0.5;
+
+/// The ideal denoiser for Gaussian data, as the reference file defines it: at training timestep
+/// t it uses a = alphas_cumprod[floor(t)] of its own schedule.
+///   eps(x, t) = sqrt(1 - a) (x - sqrt(a) mu) / (a s² + 1 - a)
+///   E[x0 | x] = mu + sqrt(a) s² (x - sqrt(a) mu) / (a s² + 1 - a)
+///   v = sqrt(a) eps - sqrt(1 - a) E[x0 | x]
+pub struct GaussianModel {
+    pub schedule: NoiseSchedule,
+    pub prediction: PredictionType,
+    pub calls: usize,
+}
+
+impl GaussianModel {
+    pub fn new(config: &SchedulerConfig) -> Self {
+        let prediction = PredictionType::parse(config.prediction_type.as_deref().unwrap_or("epsilon")).unwrap();
+        Self { schedule: NoiseSchedule::from_config(config).unwrap(), prediction, calls: 0 }
+    }
+}
+
+impl Network for GaussianModel {
+    fn forward(&mut self, x: &Tensor, timestep: f64, _context: Option<&Tensor>) -> Result<Tensor> {
+        self.calls += 1;
+        let a = self.schedule.alpha_bar(timestep.floor() as usize);
+        let var = a * S * S + 1.0 - a;
+        // eps = k1 x + k0
+        let (k1, k0) = ((1.0 - a).sqrt() / var, -(1.0 - a).sqrt() * a.sqrt() * MU / var);
+        Ok(match self.prediction {
+            PredictionType::Epsilon => x.affine(k1, k0)?,
+            PredictionType::VPrediction => {
+                let (m1, m0) = (a.sqrt() * S * S / var, MU - a * S * S * MU / var);
+                x.affine(a.sqrt() * k1 - (1.0 - a).sqrt() * m1, a.sqrt() * k0 - (1.0 - a).sqrt() * m0)?
+            }
+            PredictionType::Sample => {
+                let (m1, m0) = (a.sqrt() * S * S / var, MU - a * S * S * MU / var);
+                x.affine(m1, m0)?
+            }
+        })
+    }
+}
+
+/// A noise source that must never be asked.
+pub struct NoNoise;
+
+impl NoiseSource for NoNoise {
+    fn draw(&mut self, _like: &Tensor) -> Result<Tensor> {
+        panic!("a deterministic sampler drew noise")
+    }
+}
+
+/// Runs `sampler` from unit noise `x_t` and returns every state the callback saw and the outcome.
+pub fn run_traced(
+    sampler: &dyn Sampler,
+    denoiser: &mut dyn latent_studio::core::Denoiser,
+    noise: &mut dyn NoiseSource,
+    x_t: &Tensor,
+) -> (Vec<Vec<f64>>, Outcome) {
+    let mut trace = Vec::new();
+    let mut callback = |view: &StepView<'_>| {
+        trace.push(values(view.x));
+        ControlFlow::Continue(())
+    };
+    let mut ctx = SampleContext { denoiser, noise, callback: &mut callback, inpaint: None };
+    let outcome = sampler.sample(x_t, &mut ctx).unwrap();
+    (trace, outcome)
+}
+
+/// |got - want| ≤ tol · max(1, |want|) for every element.
+pub fn assert_close(got: &[f64], want: &[f64], tol: f64, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths differ");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!((g - w).abs() <= tol * w.abs().max(1.0), "{what}[{i}]: got {g}, want {w} (diff {})", (g - w).abs());
+    }
+}
