@@ -7,7 +7,9 @@ use common::*;
 use latent_studio::core::inversion::DdimInverse;
 use latent_studio::core::samplers::{SamplerKind, SamplerOptions, StepView};
 use latent_studio::core::spacing::discrete_timesteps;
-use latent_studio::core::{Conditioning, ModelDenoiser, NoiseSchedule, RecordedNoise, SchedulerConfig, TimestepSpacing};
+use latent_studio::core::{
+    Conditioning, ModelDenoiser, NoiseSchedule, RecordedNoise, SchedulerConfig, TimestepSpacing,
+};
 use serde_json::Value;
 use std::ops::ControlFlow;
 
@@ -44,7 +46,8 @@ fn timesteps_match_diffusers_exactly() {
         let spacing = TimestepSpacing::parse(case["spacing"].as_str().unwrap()).unwrap();
         let steps = case["num_inference_steps"].as_u64().unwrap() as usize;
         let offset = case["steps_offset"].as_u64().unwrap() as usize;
-        let want: Vec<usize> = case["timesteps"].as_array().unwrap().iter().map(|t| t.as_u64().unwrap() as usize).collect();
+        let want: Vec<usize> =
+            case["timesteps"].as_array().unwrap().iter().map(|t| t.as_u64().unwrap() as usize).collect();
         let got = discrete_timesteps(spacing, steps, 1000, offset).unwrap();
         assert_eq!(got, want, "{spacing:?} {steps} steps");
     }
@@ -97,7 +100,8 @@ fn every_sampling_loop_matches_diffusers_step_by_step() {
         assert_close(&got_t, &want_unique, 1e-6, &format!("{name}/{steps} timesteps"));
 
         let mut model = GaussianModel::new(&config);
-        let mut denoiser = ModelDenoiser::new(&mut model, model_prediction(&config), Conditioning::None).unwrap();
+        let mut denoiser =
+            ModelDenoiser::new(&mut model, model_prediction(&config), Conditioning::None).unwrap();
         let mut noise = recorded(lp);
         let x_t = tensor(&floats(&lp["x_T"]), &[1, 2, 2, 2]);
         let (trace, outcome) = run_traced(sampler.as_ref(), &mut denoiser, &mut noise, &x_t);
@@ -120,7 +124,8 @@ fn every_sampling_loop_matches_diffusers_step_by_step() {
 }
 
 fn model_prediction(config: &SchedulerConfig) -> latent_studio::core::PredictionType {
-    latent_studio::core::PredictionType::parse(config.prediction_type.as_deref().unwrap_or("epsilon")).unwrap()
+    latent_studio::core::PredictionType::parse(config.prediction_type.as_deref().unwrap_or("epsilon"))
+        .unwrap()
 }
 
 #[test]

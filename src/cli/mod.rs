@@ -60,7 +60,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 fn timesteps(args: &TimestepsArgs) -> anyhow::Result<()> {
     let config = match &args.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
             SchedulerConfig::from_json(&text).with_context(|| format!("parsing {}", path.display()))?
         }
         None => SchedulerConfig::stable_diffusion(),

@@ -103,11 +103,9 @@ impl PredictionType {
             "epsilon" => Ok(Self::Epsilon),
             "v_prediction" => Ok(Self::VPrediction),
             "sample" => Ok(Self::Sample),
-            other => Err(CoreError::invalid(
-                "prediction_type",
-                other,
-                "expected epsilon, v_prediction or sample",
-            )),
+            other => {
+                Err(CoreError::invalid("prediction_type", other, "expected epsilon, v_prediction or sample"))
+            }
         }
     }
 }
@@ -131,11 +129,9 @@ impl TimestepSpacing {
             "leading" => Ok(Self::Leading),
             "trailing" => Ok(Self::Trailing),
             "linspace" => Ok(Self::Linspace),
-            other => Err(CoreError::invalid(
-                "timestep_spacing",
-                other,
-                "expected leading, trailing or linspace",
-            )),
+            other => {
+                Err(CoreError::invalid("timestep_spacing", other, "expected leading, trailing or linspace"))
+            }
         }
     }
 }

@@ -142,3 +142,31 @@ fn expand_batch(t: &Tensor, batch: usize) -> Result<Tensor> {
     }
     Ok(Tensor::cat(&vec![t; batch], 0)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// x_t built from a known x_0 and eps: each adapter must recover both from its output.
+    #[test]
+    fn every_prediction_type_recovers_x0_and_eps() {
+        let dev = Device::Cpu;
+        let x0 = Tensor::new(&[0.3f64, -1.2, 0.8], &dev).unwrap();
+        let eps = Tensor::new(&[1.1f64, 0.4, -0.7], &dev).unwrap();
+        let a: f64 = 0.37;
+        let x_t = lincomb(&[(a.sqrt(), &x0), ((1.0 - a).sqrt(), &eps)]).unwrap();
+        let v = lincomb(&[(a.sqrt(), &eps), (-(1.0 - a).sqrt(), &x0)]).unwrap();
+        for (kind, output) in [
+            (PredictionType::Epsilon, &eps),
+            (PredictionType::VPrediction, &v),
+            (PredictionType::Sample, &x0),
+        ] {
+            let p = kind.to_prediction(output.clone(), &x_t, a).unwrap();
+            for (got, want) in [(&p.x0, &x0), (&p.eps, &eps)] {
+                let diff = (got - want).unwrap().abs().unwrap().max(0).unwrap().to_scalar::<f64>().unwrap();
+                assert!(diff < 1e-12, "{kind:?}: {diff}");
+            }
+        }
+    }
+}

@@ -45,7 +45,7 @@ impl Guidance {
             return Err(CoreError::invalid("guidance rescale", self.rescale, "must lie in [0, 1]"));
         }
         if let Some((lo, hi)) = self.interval {
-            if !(lo <= hi) {
+            if lo.is_nan() || hi.is_nan() || lo > hi {
                 return Err(CoreError::invalid(
                     "guidance interval",
                     format!("[{lo}, {hi}]"),
@@ -108,9 +108,101 @@ fn std_per_item(t: &Tensor) -> Result<Tensor> {
     let flat = t.flatten_from(1)?;
     let n = flat.dim(1)?;
     if n < 2 {
-        return Err(CoreError::invalid("guidance rescale", "a one-element sample", "needs at least two elements"));
+        return Err(CoreError::invalid(
+            "guidance rescale",
+            "a one-element sample",
+            "needs at least two elements",
+        ));
     }
     let mean = flat.mean_keepdim(1)?;
     let var = (flat.broadcast_sub(&mean)?.sqr()?.sum(1)? / (n - 1) as f64)?;
     Ok(var.sqrt()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+
+    /// A fake network whose output is the conditioning's first value, broadcast; it records the
+    /// batch sizes it was called with.
+    fn forward_recording(calls: &mut Vec<usize>) -> impl FnMut(&Tensor, &Tensor) -> Result<Tensor> + '_ {
+        move |x, ctx| {
+            calls.push(x.dim(0)?);
+            let per_item = ctx.flatten_from(1)?.narrow(1, 0, 1)?; // [B, 1]
+            Ok(per_item.reshape((x.dim(0)?, 1, 1, 1))?.broadcast_as(x.shape())?.contiguous()?)
+        }
+    }
+
+    fn setup() -> (Tensor, Tensor, Tensor) {
+        let x = Tensor::zeros((1, 2, 2, 2), DType::F64, &Device::Cpu).unwrap();
+        let cond = Tensor::full(3.0f64, (1, 4, 8), &Device::Cpu).unwrap();
+        let uncond = Tensor::full(1.0f64, (1, 4, 8), &Device::Cpu).unwrap();
+        (x, cond, uncond)
+    }
+
+    fn first(t: &Tensor) -> f64 {
+        t.flatten_all().unwrap().to_vec1::<f64>().unwrap()[0]
+    }
+
+    #[test]
+    fn scale_one_and_zero_take_a_single_pass() {
+        let (x, cond, uncond) = setup();
+        for (scale, want) in [(1.0, 3.0), (0.0, 1.0)] {
+            let mut calls = Vec::new();
+            let g = Guidance { scale, ..Guidance::default() };
+            let out = g.apply(&x, 500.0, &cond, &uncond, &mut forward_recording(&mut calls)).unwrap();
+            assert_eq!(calls, vec![1], "scale {scale}");
+            assert_eq!(first(&out), want);
+        }
+    }
+
+    #[test]
+    fn other_scales_take_one_batched_pass_and_extrapolate() {
+        let (x, cond, uncond) = setup();
+        for scale in [0.5, 7.5, -1.0] {
+            let mut calls = Vec::new();
+            let g = Guidance { scale, ..Guidance::default() };
+            let out = g.apply(&x, 500.0, &cond, &uncond, &mut forward_recording(&mut calls)).unwrap();
+            assert_eq!(calls, vec![2]);
+            assert!((first(&out) - (1.0 + scale * 2.0)).abs() < 1e-12, "scale {scale}");
+        }
+    }
+
+    #[test]
+    fn outside_the_interval_guidance_is_off() {
+        let (x, cond, uncond) = setup();
+        let g = Guidance { scale: 7.5, rescale: 0.0, interval: Some((200.0, 800.0)) };
+        let mut calls = Vec::new();
+        let out = g.apply(&x, 900.0, &cond, &uncond, &mut forward_recording(&mut calls)).unwrap();
+        assert_eq!((calls.clone(), first(&out)), (vec![1], 3.0));
+        let out = g.apply(&x, 800.0, &cond, &uncond, &mut forward_recording(&mut calls)).unwrap();
+        assert_eq!(first(&out), 16.0);
+    }
+
+    #[test]
+    fn full_rescale_gives_the_conditional_standard_deviation() {
+        let dev = Device::Cpu;
+        let cond = Tensor::new(&[[1.0f64, 2.0, 3.0, 4.0], [0.0, 0.0, 1.0, 1.0]], &dev).unwrap();
+        let guided = Tensor::new(&[[2.0f64, 6.0, 10.0, 14.0], [5.0, 5.0, 9.0, 9.0]], &dev).unwrap();
+        let full = rescale(&guided, &cond, 1.0).unwrap().to_vec2::<f64>().unwrap();
+        // Item 0: std(cond) = 1.29, std(guided) = 5.16, ratio 1/4. Item 1: ratio 1/4 as well.
+        assert_eq!(full[0], vec![0.5, 1.5, 2.5, 3.5]);
+        assert_eq!(full[1], vec![1.25, 1.25, 2.25, 2.25]);
+        let none = rescale(&guided, &cond, 0.0).unwrap().to_vec2::<f64>().unwrap();
+        assert_eq!(none, guided.to_vec2::<f64>().unwrap());
+    }
+
+    #[test]
+    fn invalid_settings_name_themselves() {
+        let bad = [
+            Guidance { scale: f64::NAN, ..Guidance::default() },
+            Guidance { rescale: -0.1, ..Guidance::default() },
+            Guidance { interval: Some((900.0, 100.0)), ..Guidance::default() },
+        ];
+        let names: Vec<String> = bad.iter().map(|g| g.validate().unwrap_err().to_string()).collect();
+        assert!(names[0].contains("guidance scale"));
+        assert!(names[1].contains("guidance rescale"));
+        assert!(names[2].contains("guidance interval"));
+    }
 }

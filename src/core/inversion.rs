@@ -37,7 +37,8 @@ impl DdimInverse {
         let mut timesteps =
             discrete_timesteps(spacing, steps, schedule.train_steps(), config.steps_offset.unwrap_or(0))?;
         timesteps.reverse();
-        let initial_alpha_bar = if config.set_alpha_to_one.unwrap_or(true) { 1.0 } else { schedule.alpha_bar(0) };
+        let initial_alpha_bar =
+            if config.set_alpha_to_one.unwrap_or(true) { 1.0 } else { schedule.alpha_bar(0) };
         Ok(Self {
             ratio: schedule.train_steps() / steps,
             schedule,
@@ -55,17 +56,25 @@ impl DdimInverse {
 
     /// Walks `x0` up to noise. The result is the unit-variance starting noise of a DDIM run
     /// with the same config and steps.
-    pub fn invert(&self, x0: &Tensor, denoiser: &mut dyn Denoiser, callback: &mut StepCallback<'_>) -> Result<Outcome> {
+    pub fn invert(
+        &self,
+        x0: &Tensor,
+        denoiser: &mut dyn Denoiser,
+        callback: &mut StepCallback<'_>,
+    ) -> Result<Outcome> {
         let mut x = x0.clone();
         let total = self.timesteps.len();
         let last = self.schedule.train_steps() - 1;
         for (i, &t) in self.timesteps.iter().enumerate() {
-            let a = t.checked_sub(self.ratio).map_or(self.initial_alpha_bar, |s| self.schedule.alpha_bar(s.min(last)));
+            let a = t
+                .checked_sub(self.ratio)
+                .map_or(self.initial_alpha_bar, |s| self.schedule.alpha_bar(s.min(last)));
             let a_next = self.schedule.alpha_bar(t);
             let pred = denoiser.predict(&x, NoiseLevel { timestep: t as f64, alpha_bar: a })?;
             let x0_pred = clip(pred.x0, self.clip)?;
             x = lincomb(&[(a_next.sqrt(), &x0_pred), ((1.0 - a_next).sqrt(), &pred.eps)])?;
-            if let ControlFlow::Break(()) = callback(&StepView { index: i, total, x: &x, denoised: &x0_pred }) {
+            if let ControlFlow::Break(()) = callback(&StepView { index: i, total, x: &x, denoised: &x0_pred })
+            {
                 return Ok(Outcome::Stopped { x, denoised: x0_pred, evaluations: i + 1 });
             }
         }

@@ -128,7 +128,15 @@ fn linspace_f32(start: f32, end: f32, n: usize) -> Vec<f32> {
     let step = (end - start) / (n - 1) as f32;
     let half = n / 2;
     (0..n)
-        .map(|i| if i < half { step.mul_add(i as f32, start) } else { (-step).mul_add((n - i - 1) as f32, end) })
+        .map(
+            |i| {
+                if i < half {
+                    step.mul_add(i as f32, start)
+                } else {
+                    (-step).mul_add((n - i - 1) as f32, end)
+                }
+            },
+        )
         .collect()
 }
 

@@ -67,10 +67,7 @@ fn fractional_linspace(steps: usize, train_steps: usize) -> Vec<f32> {
         return vec![0.0];
     }
     let step = last / (steps - 1) as f64;
-    (0..steps)
-        .rev()
-        .map(|i| if i == steps - 1 { last as f32 } else { (i as f64 * step) as f32 })
-        .collect()
+    (0..steps).rev().map(|i| if i == steps - 1 { last as f32 } else { (i as f64 * step) as f32 }).collect()
 }
 
 /// Timesteps of the sigma-space samplers (Euler, Heun): like [`discrete_timesteps`] but `linspace`

@@ -5,8 +5,8 @@ use std::ops::ControlFlow;
 
 use candle_core::{DType, Device, Tensor};
 use latent_studio::core::samplers::{Outcome, SampleContext, Sampler, StepView};
-use latent_studio::core::{NoiseSource, PredictionType, Result};
 use latent_studio::core::{Network, NoiseSchedule, SchedulerConfig};
+use latent_studio::core::{NoiseSource, PredictionType, Result};
 use serde_json::Value;
 
 /// Reads a fixture copied from `../shared/reference/` (diffusers 0.42.1's own figures).
@@ -45,7 +45,8 @@ pub struct GaussianModel {
 
 impl GaussianModel {
     pub fn new(config: &SchedulerConfig) -> Self {
-        let prediction = PredictionType::parse(config.prediction_type.as_deref().unwrap_or("epsilon")).unwrap();
+        let prediction =
+            PredictionType::parse(config.prediction_type.as_deref().unwrap_or("epsilon")).unwrap();
         Self { schedule: NoiseSchedule::from_config(config).unwrap(), prediction, calls: 0 }
     }
 }
@@ -101,6 +102,10 @@ pub fn run_traced(
 pub fn assert_close(got: &[f64], want: &[f64], tol: f64, what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: lengths differ");
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!((g - w).abs() <= tol * w.abs().max(1.0), "{what}[{i}]: got {g}, want {w} (diff {})", (g - w).abs());
+        assert!(
+            (g - w).abs() <= tol * w.abs().max(1.0),
+            "{what}[{i}]: got {g}, want {w} (diff {})",
+            (g - w).abs()
+        );
     }
 }

@@ -37,7 +37,8 @@ impl Ddim {
         let spacing = spacing_of(config, TimestepSpacing::Leading)?;
         let timesteps =
             discrete_timesteps(spacing, steps, schedule.train_steps(), config.steps_offset.unwrap_or(0))?;
-        let final_alpha_bar = if config.set_alpha_to_one.unwrap_or(true) { 1.0 } else { schedule.alpha_bar(0) };
+        let final_alpha_bar =
+            if config.set_alpha_to_one.unwrap_or(true) { 1.0 } else { schedule.alpha_bar(0) };
         Ok(Self {
             ratio: schedule.train_steps() / steps,
             schedule,

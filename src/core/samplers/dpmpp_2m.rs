@@ -41,7 +41,9 @@ impl DpmPp2m {
         let final_sigma_zero = match config.final_sigmas_type.as_deref().unwrap_or("zero") {
             "zero" => true,
             "sigma_min" => false,
-            other => return Err(CoreError::invalid("final_sigmas_type", other, "expected zero or sigma_min")),
+            other => {
+                return Err(CoreError::invalid("final_sigmas_type", other, "expected zero or sigma_min"))
+            }
         };
         let schedule = NoiseSchedule::from_config(config)?.with_finite_terminal_sigma();
         let train = schedule.train_steps();
@@ -89,7 +91,9 @@ impl DpmPp2m {
 
 fn check_supported(name: &'static str, value: Option<&str>, supported: &str) -> Result<()> {
     match value {
-        Some(v) if v != supported => Err(CoreError::invalid(name, v, format!("only {supported} is supported"))),
+        Some(v) if v != supported => {
+            Err(CoreError::invalid(name, v, format!("only {supported} is supported")))
+        }
         _ => Ok(()),
     }
 }

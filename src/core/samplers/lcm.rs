@@ -37,7 +37,11 @@ impl Lcm {
             CoreError::invalid("original_inference_steps", original, format!("must lie in 1..={train}"))
         })?;
         check_steps(steps, original).map_err(|_| {
-            CoreError::invalid("steps", steps, format!("LCM takes 1 to {original} steps (its distillation grid)"))
+            CoreError::invalid(
+                "steps",
+                steps,
+                format!("LCM takes 1 to {original} steps (its distillation grid)"),
+            )
         })?;
         let k = train / original;
         // The grid k·i - 1 for i = original..1, then `steps` evenly spaced indices into it.

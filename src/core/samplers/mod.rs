@@ -188,7 +188,12 @@ pub(crate) fn clip_range(config: &SchedulerConfig, default_on: bool) -> Option<f
 
 /// Predicts x_0 for a sigma-scale state: scales the input to unit variance as diffusers'
 /// `scale_model_input` does and asks the denoiser at alpha_bar = 1 / (1 + sigma²).
-pub(crate) fn denoise_sigma(denoiser: &mut dyn Denoiser, x: &Tensor, sigma: f64, timestep: f64) -> Result<Tensor> {
+pub(crate) fn denoise_sigma(
+    denoiser: &mut dyn Denoiser,
+    x: &Tensor,
+    sigma: f64,
+    timestep: f64,
+) -> Result<Tensor> {
     let scale = 1.0 / (sigma * sigma + 1.0).sqrt();
     let level = NoiseLevel { timestep, alpha_bar: 1.0 / (sigma * sigma + 1.0) };
     Ok(denoiser.predict(&x.affine(scale, 0.0)?, level)?.x0)
@@ -278,7 +283,12 @@ impl SamplerKind {
 
     /// Builds the sampler from a scheduler config, as diffusers' `from_config` does, with the
     /// user's overrides on top.
-    pub fn build(self, config: &SchedulerConfig, steps: usize, options: &SamplerOptions) -> Result<Box<dyn Sampler>> {
+    pub fn build(
+        self,
+        config: &SchedulerConfig,
+        steps: usize,
+        options: &SamplerOptions,
+    ) -> Result<Box<dyn Sampler>> {
         options.validate()?;
         let mut config = config.clone();
         if let Some(spacing) = options.spacing {
