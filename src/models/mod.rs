@@ -1,0 +1,7 @@
+//! Networks and their loaders: candle modules whose paths mirror diffusers' weight names.
+
+pub mod clip;
+pub mod layers;
+pub mod tokenizer;
+pub mod unet;
+pub mod vae;

@@ -1,0 +1,449 @@
+//! diffusers' `UNet2DConditionModel` (Stable Diffusion 1.x/2.x and the built-in model), built from
+//! its `config.json`. Module paths mirror diffusers' weight names, so the module tree is the
+//! checkpoint layout. Unlike candle-transformers' version it takes one timestep per batch item
+//! (training needs that) and every operation has a backward pass.
+
+use candle_core::{Module, Result, Tensor, D};
+use candle_nn::{Conv2d, GroupNorm, Linear, VarBuilder};
+use serde::{Deserialize, Serialize};
+
+use super::layers::{attention, conv, LayerNorm, Resnet};
+
+/// The fields of a diffusers UNet `config.json` this network reads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct UNetConfig {
+    /// Latent channels in.
+    pub in_channels: usize,
+    /// Channels out (the prediction).
+    pub out_channels: usize,
+    /// Channels of each resolution level.
+    pub block_out_channels: Vec<usize>,
+    /// `CrossAttnDownBlock2D` or `DownBlock2D` per level.
+    pub down_block_types: Vec<String>,
+    /// `CrossAttnUpBlock2D` or `UpBlock2D` per level (deepest first).
+    pub up_block_types: Vec<String>,
+    /// Resnets per down block (up blocks have one more).
+    pub layers_per_block: usize,
+    /// diffusers' historical name for the number of attention heads: one value, or one per level.
+    pub attention_head_dim: HeadCount,
+    /// Width of the text conditioning.
+    pub cross_attention_dim: usize,
+    /// Groups of every group norm.
+    pub norm_num_groups: usize,
+    /// Epsilon of the resnets' group norms.
+    pub norm_eps: f64,
+    /// Linear instead of 1x1-convolution projections in the transformers (SD 2.x).
+    pub use_linear_projection: bool,
+    /// Sinusoid order of the timestep embedding.
+    pub flip_sin_to_cos: bool,
+    /// Frequency shift of the timestep embedding.
+    pub freq_shift: f64,
+    /// Padding of the downsampling convolutions.
+    pub downsample_padding: usize,
+    /// Input size in latent pixels (default render size = this × the VAE factor).
+    pub sample_size: usize,
+}
+
+impl Default for UNetConfig {
+    fn default() -> Self {
+        Self {
+            in_channels: 4,
+            out_channels: 4,
+            block_out_channels: vec![320, 640, 1280, 1280],
+            down_block_types: vec![
+                "CrossAttnDownBlock2D".into(),
+                "CrossAttnDownBlock2D".into(),
+                "CrossAttnDownBlock2D".into(),
+                "DownBlock2D".into(),
+            ],
+            up_block_types: vec![
+                "UpBlock2D".into(),
+                "CrossAttnUpBlock2D".into(),
+                "CrossAttnUpBlock2D".into(),
+                "CrossAttnUpBlock2D".into(),
+            ],
+            layers_per_block: 2,
+            attention_head_dim: HeadCount::One(8),
+            cross_attention_dim: 1280,
+            norm_num_groups: 32,
+            norm_eps: 1e-5,
+            use_linear_projection: false,
+            flip_sin_to_cos: true,
+            freq_shift: 0.0,
+            downsample_padding: 1,
+            sample_size: 64,
+        }
+    }
+}
+
+/// One head count for every level, or one per level.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum HeadCount {
+    /// The same for all levels.
+    One(usize),
+    /// Per level, shallowest first.
+    PerLevel(Vec<usize>),
+}
+
+impl HeadCount {
+    fn at(&self, level: usize) -> usize {
+        match self {
+            Self::One(n) => *n,
+            Self::PerLevel(v) => v.get(level).or(v.last()).copied().unwrap_or(1),
+        }
+    }
+}
+
+/// diffusers' `Attention` with separate q/k/v projections (no bias) and `to_out.0`.
+#[derive(Debug)]
+struct Attention {
+    to_q: Linear,
+    to_k: Linear,
+    to_v: Linear,
+    to_out: Linear,
+    heads: usize,
+}
+
+impl Attention {
+    fn new(dim: usize, context_dim: usize, heads: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            to_q: candle_nn::linear_no_bias(dim, dim, vb.pp("to_q"))?,
+            to_k: candle_nn::linear_no_bias(context_dim, dim, vb.pp("to_k"))?,
+            to_v: candle_nn::linear_no_bias(context_dim, dim, vb.pp("to_v"))?,
+            to_out: candle_nn::linear(dim, dim, vb.pp("to_out").pp("0"))?,
+            heads,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, context: &Tensor) -> Result<Tensor> {
+        let q = self.to_q.forward(x)?;
+        let (k, v) = (self.to_k.forward(context)?, self.to_v.forward(context)?);
+        self.to_out.forward(&attention(&q, &k, &v, self.heads, None)?)
+    }
+}
+
+/// diffusers' `BasicTransformerBlock`: self-attention, cross-attention, GEGLU feed-forward.
+#[derive(Debug)]
+struct TransformerBlock {
+    norm1: LayerNorm,
+    attn1: Attention,
+    norm2: LayerNorm,
+    attn2: Attention,
+    norm3: LayerNorm,
+    ff_in: Linear,
+    ff_out: Linear,
+}
+
+impl TransformerBlock {
+    fn new(dim: usize, context_dim: usize, heads: usize, vb: VarBuilder) -> Result<Self> {
+        let ff = vb.pp("ff").pp("net");
+        Ok(Self {
+            norm1: LayerNorm::new(dim, 1e-5, vb.pp("norm1"))?,
+            attn1: Attention::new(dim, dim, heads, vb.pp("attn1"))?,
+            norm2: LayerNorm::new(dim, 1e-5, vb.pp("norm2"))?,
+            attn2: Attention::new(dim, context_dim, heads, vb.pp("attn2"))?,
+            norm3: LayerNorm::new(dim, 1e-5, vb.pp("norm3"))?,
+            ff_in: candle_nn::linear(dim, dim * 8, ff.pp("0").pp("proj"))?,
+            ff_out: candle_nn::linear(dim * 4, dim, ff.pp("2"))?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, context: &Tensor) -> Result<Tensor> {
+        let n = self.norm1.forward(x)?;
+        let x = (x + self.attn1.forward(&n, &n)?)?;
+        let x = (&x + self.attn2.forward(&self.norm2.forward(&x)?, context)?)?;
+        let h = self.ff_in.forward(&self.norm3.forward(&x)?)?;
+        let half = h.dim(D::Minus1)? / 2;
+        let (value, gate) = (h.narrow(D::Minus1, 0, half)?, h.narrow(D::Minus1, half, half)?);
+        let h = (value * gate.gelu_erf()?)?;
+        &x + self.ff_out.forward(&h)?
+    }
+}
+
+/// A projection that is a 1x1 convolution (SD 1.x) or a linear layer on tokens (SD 2.x).
+#[derive(Debug)]
+enum Projection {
+    Conv(Conv2d),
+    Linear(Linear),
+}
+
+/// diffusers' `Transformer2DModel` with one block: group norm, project in, block, project out,
+/// plus the input.
+#[derive(Debug)]
+struct SpatialTransformer {
+    norm: GroupNorm,
+    proj_in: Projection,
+    block: TransformerBlock,
+    proj_out: Projection,
+}
+
+impl SpatialTransformer {
+    fn new(channels: usize, heads: usize, c: &UNetConfig, vb: VarBuilder) -> Result<Self> {
+        let proj = |name: &str| -> Result<Projection> {
+            Ok(if c.use_linear_projection {
+                Projection::Linear(candle_nn::linear(channels, channels, vb.pp(name))?)
+            } else {
+                Projection::Conv(conv(channels, channels, 1, 1, 0, vb.pp(name))?)
+            })
+        };
+        Ok(Self {
+            norm: candle_nn::group_norm(c.norm_num_groups, channels, 1e-6, vb.pp("norm"))?,
+            proj_in: proj("proj_in")?,
+            block: TransformerBlock::new(
+                channels,
+                c.cross_attention_dim,
+                heads,
+                vb.pp("transformer_blocks").pp("0"),
+            )?,
+            proj_out: proj("proj_out")?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, context: &Tensor) -> Result<Tensor> {
+        let (b, ch, h, w) = x.dims4()?;
+        let n = self.norm.forward(x)?;
+        let to_tokens = |t: Tensor| t.flatten_from(2)?.transpose(1, 2)?.contiguous();
+        let tokens = match &self.proj_in {
+            Projection::Conv(p) => to_tokens(p.forward(&n)?)?,
+            Projection::Linear(p) => p.forward(&to_tokens(n)?)?,
+        };
+        let tokens = self.block.forward(&tokens, context)?;
+        let to_map = |t: Tensor| t.transpose(1, 2)?.reshape((b, ch, h, w));
+        let out = match &self.proj_out {
+            Projection::Conv(p) => p.forward(&to_map(tokens)?)?,
+            Projection::Linear(p) => to_map(p.forward(&tokens)?)?,
+        };
+        out + x
+    }
+}
+
+/// One level of the U: resnets, each optionally followed by a transformer, then a resampler.
+#[derive(Debug)]
+struct Level {
+    resnets: Vec<Resnet>,
+    attentions: Vec<SpatialTransformer>,
+    resample: Option<Conv2d>,
+}
+
+/// Timestep embedding: sinusoids of `dim` frequencies (diffusers' `Timesteps`), then two linear
+/// layers with SiLU (`TimestepEmbedding`).
+#[derive(Debug)]
+struct TimeEmbedding {
+    dim: usize,
+    flip: bool,
+    shift: f64,
+    linear_1: Linear,
+    linear_2: Linear,
+}
+
+impl TimeEmbedding {
+    fn forward(&self, timesteps: &Tensor) -> Result<Tensor> {
+        let half = self.dim / 2;
+        let freqs: Vec<f32> = (0..half)
+            .map(|i| (-(10000f64.ln()) * i as f64 / (half as f64 - self.shift)).exp() as f32)
+            .collect();
+        let freqs = Tensor::from_vec(freqs, (1, half), timesteps.device())?.to_dtype(timesteps.dtype())?;
+        let args = timesteps.unsqueeze(1)?.broadcast_mul(&freqs)?;
+        let (sin, cos) = (args.sin()?, args.cos()?);
+        let emb = if self.flip { Tensor::cat(&[cos, sin], 1)? } else { Tensor::cat(&[sin, cos], 1)? };
+        self.linear_2.forward(&self.linear_1.forward(&emb)?.silu()?)
+    }
+}
+
+/// The UNet.
+#[derive(Debug)]
+pub struct UNet {
+    config: UNetConfig,
+    conv_in: Conv2d,
+    time: TimeEmbedding,
+    down: Vec<Level>,
+    mid_resnets: [Resnet; 2],
+    mid_attention: SpatialTransformer,
+    up: Vec<Level>,
+    norm_out: GroupNorm,
+    conv_out: Conv2d,
+}
+
+fn is_cross_attn(block_type: &str) -> Result<bool> {
+    match block_type {
+        "CrossAttnDownBlock2D" | "CrossAttnUpBlock2D" => Ok(true),
+        "DownBlock2D" | "UpBlock2D" => Ok(false),
+        other => Err(candle_core::Error::Msg(format!("unsupported UNet block type {other}"))),
+    }
+}
+
+impl UNet {
+    /// Builds the network from `config`, with weights from `vb` (diffusers' names).
+    pub fn new(config: &UNetConfig, vb: VarBuilder) -> Result<Self> {
+        let c = config;
+        let ch = &c.block_out_channels;
+        let levels = ch.len();
+        if levels == 0 || c.down_block_types.len() != levels || c.up_block_types.len() != levels {
+            return Err(candle_core::Error::Msg(format!(
+                "UNet config: {} block_out_channels, {} down blocks and {} up blocks must agree and be non-empty",
+                levels,
+                c.down_block_types.len(),
+                c.up_block_types.len()
+            )));
+        }
+        let temb = ch[0] * 4;
+        let tvb = vb.pp("time_embedding");
+        let time = TimeEmbedding {
+            dim: ch[0],
+            flip: c.flip_sin_to_cos,
+            shift: c.freq_shift,
+            linear_1: candle_nn::linear(ch[0], temb, tvb.pp("linear_1"))?,
+            linear_2: candle_nn::linear(temb, temb, tvb.pp("linear_2"))?,
+        };
+        let mut down = Vec::with_capacity(levels);
+        let mut in_c = ch[0];
+        for (i, &out_c) in ch.iter().enumerate() {
+            let bvb = vb.pp("down_blocks").pp(i.to_string());
+            let cross = is_cross_attn(&c.down_block_types[i])?;
+            let mut resnets = Vec::new();
+            let mut attentions = Vec::new();
+            for j in 0..c.layers_per_block {
+                let from = if j == 0 { in_c } else { out_c };
+                resnets.push(Resnet::new(
+                    from,
+                    out_c,
+                    Some(temb),
+                    c.norm_num_groups,
+                    c.norm_eps,
+                    bvb.pp("resnets").pp(j.to_string()),
+                )?);
+                if cross {
+                    let avb = bvb.pp("attentions").pp(j.to_string());
+                    attentions.push(SpatialTransformer::new(out_c, c.attention_head_dim.at(i), c, avb)?);
+                }
+            }
+            let resample = (i + 1 < levels)
+                .then(|| {
+                    conv(out_c, out_c, 3, 2, c.downsample_padding, bvb.pp("downsamplers").pp("0").pp("conv"))
+                })
+                .transpose()?;
+            down.push(Level { resnets, attentions, resample });
+            in_c = out_c;
+        }
+        let deepest = ch[levels - 1];
+        let mvb = vb.pp("mid_block");
+        let mid_resnets = [
+            Resnet::new(
+                deepest,
+                deepest,
+                Some(temb),
+                c.norm_num_groups,
+                c.norm_eps,
+                mvb.pp("resnets").pp("0"),
+            )?,
+            Resnet::new(
+                deepest,
+                deepest,
+                Some(temb),
+                c.norm_num_groups,
+                c.norm_eps,
+                mvb.pp("resnets").pp("1"),
+            )?,
+        ];
+        let mid_attention = SpatialTransformer::new(
+            deepest,
+            c.attention_head_dim.at(levels - 1),
+            c,
+            mvb.pp("attentions").pp("0"),
+        )?;
+
+        let reversed: Vec<usize> = ch.iter().rev().copied().collect();
+        let mut up = Vec::with_capacity(levels);
+        let mut prev_out = reversed[0];
+        for (i, &out_c) in reversed.iter().enumerate() {
+            let bvb = vb.pp("up_blocks").pp(i.to_string());
+            let cross = is_cross_attn(&c.up_block_types[i])?;
+            let skip_in = reversed[(i + 1).min(levels - 1)];
+            let mut resnets = Vec::new();
+            let mut attentions = Vec::new();
+            for j in 0..=c.layers_per_block {
+                let skip = if j == c.layers_per_block { skip_in } else { out_c };
+                let from = if j == 0 { prev_out } else { out_c };
+                resnets.push(Resnet::new(
+                    from + skip,
+                    out_c,
+                    Some(temb),
+                    c.norm_num_groups,
+                    c.norm_eps,
+                    bvb.pp("resnets").pp(j.to_string()),
+                )?);
+                if cross {
+                    let heads = c.attention_head_dim.at(levels - 1 - i);
+                    attentions.push(SpatialTransformer::new(
+                        out_c,
+                        heads,
+                        c,
+                        bvb.pp("attentions").pp(j.to_string()),
+                    )?);
+                }
+            }
+            let resample = (i + 1 < levels)
+                .then(|| conv(out_c, out_c, 3, 1, 1, bvb.pp("upsamplers").pp("0").pp("conv")))
+                .transpose()?;
+            up.push(Level { resnets, attentions, resample });
+            prev_out = out_c;
+        }
+        Ok(Self {
+            config: config.clone(),
+            conv_in: conv(c.in_channels, ch[0], 3, 1, 1, vb.pp("conv_in"))?,
+            time,
+            down,
+            mid_resnets,
+            mid_attention,
+            up,
+            norm_out: candle_nn::group_norm(c.norm_num_groups, ch[0], c.norm_eps, vb.pp("conv_norm_out"))?,
+            conv_out: conv(ch[0], c.out_channels, 3, 1, 1, vb.pp("conv_out"))?,
+        })
+    }
+
+    /// The config the network was built from.
+    pub fn config(&self) -> &UNetConfig {
+        &self.config
+    }
+
+    /// Predicts for `x` `[batch, in, h, w]` at `timesteps` `[batch]` (training timesteps, any
+    /// float dtype) with `context` `[batch, tokens, cross_attention_dim]`.
+    pub fn forward(&self, x: &Tensor, timesteps: &Tensor, context: &Tensor) -> Result<Tensor> {
+        let temb = self.time.forward(&timesteps.to_dtype(x.dtype())?)?.silu()?;
+        let mut h = self.conv_in.forward(x)?;
+        let mut skips = vec![h.clone()];
+        for level in &self.down {
+            for (j, resnet) in level.resnets.iter().enumerate() {
+                h = resnet.forward(&h, Some(&temb))?;
+                if let Some(attn) = level.attentions.get(j) {
+                    h = attn.forward(&h, context)?;
+                }
+                skips.push(h.clone());
+            }
+            if let Some(down) = &level.resample {
+                h = down.forward(&h)?;
+                skips.push(h.clone());
+            }
+        }
+        h = self.mid_resnets[0].forward(&h, Some(&temb))?;
+        h = self.mid_attention.forward(&h, context)?;
+        h = self.mid_resnets[1].forward(&h, Some(&temb))?;
+        for level in &self.up {
+            for (j, resnet) in level.resnets.iter().enumerate() {
+                let skip =
+                    skips.pop().ok_or_else(|| candle_core::Error::Msg("UNet skip stack underflow".into()))?;
+                h = resnet.forward(&Tensor::cat(&[&h, &skip], 1)?, Some(&temb))?;
+                if let Some(attn) = level.attentions.get(j) {
+                    h = attn.forward(&h, context)?;
+                }
+            }
+            if let Some(up) = &level.resample {
+                let (_, _, hh, ww) = h.dims4()?;
+                h = up.forward(&h.upsample_nearest2d(hh * 2, ww * 2)?)?;
+            }
+        }
+        self.conv_out.forward(&self.norm_out.forward(&h)?.silu()?)
+    }
+}
