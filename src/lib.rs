@@ -3,4 +3,6 @@
 
 pub mod cli;
 pub mod core;
+pub mod dataset;
 pub mod models;
+pub mod training;

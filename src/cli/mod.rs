@@ -22,6 +22,34 @@ pub struct Cli {
 pub enum Command {
     /// Print the timesteps and noise levels a sampler visits, as JSON, to compare with diffusers.
     Timesteps(TimestepsArgs),
+    /// Train the built-in model from generated scenes (hours on a CPU; resumable).
+    Train(TrainArgs),
+}
+
+/// Arguments of `train`.
+#[derive(Debug, clap::Args)]
+pub struct TrainArgs {
+    /// The model folder to write: diffusers layout, checkpoints, `loss.csv`, `train_state.json`.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Continue from the folder's last checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    /// Autoencoder steps.
+    #[arg(long, default_value_t = 600)]
+    pub vae_steps: usize,
+    /// UNet and text-encoder steps.
+    #[arg(long, default_value_t = 8000)]
+    pub unet_steps: usize,
+    /// Scenes per step.
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    /// Peak learning rate (AdamW).
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    /// Steps between checkpoints.
+    #[arg(long, default_value_t = 50)]
+    pub checkpoint_every: usize,
 }
 
 /// Arguments of `timesteps`.
@@ -54,7 +82,54 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Timesteps(args)) => timesteps(&args),
+        Some(Command::Train(args)) => train(&args),
     }
+}
+
+fn train(args: &TrainArgs) -> anyhow::Result<()> {
+    use std::io::Write;
+    let opts = crate::training::train::TrainOptions {
+        out: args.out.clone(),
+        resume: args.resume,
+        vae_steps: args.vae_steps,
+        unet_steps: args.unet_steps,
+        batch: args.batch.max(1),
+        learning_rate: args.lr,
+        checkpoint_every: args.checkpoint_every.max(1),
+        uncond_share: 0.1,
+    };
+    let mut last_line = std::time::Instant::now();
+    let mut report = |p: &crate::training::train::Progress| {
+        if last_line.elapsed().as_secs_f64() < 1.0 && p.step != p.total {
+            return;
+        }
+        last_line = std::time::Instant::now();
+        let eta = (p.total - p.step) as f64 * p.secs_per_step;
+        let width = 30;
+        let done = width * p.step / p.total.max(1);
+        let mut err = std::io::stderr();
+        let _ = write!(
+            err,
+            "\r{} [{}{}] {}/{} loss {:.4} {:.2}s/step ETA {}:{:02}:{:02}   ",
+            p.stage,
+            "#".repeat(done),
+            "-".repeat(width - done),
+            p.step,
+            p.total,
+            p.loss,
+            p.secs_per_step,
+            (eta / 3600.0) as u64,
+            (eta / 60.0) as u64 % 60,
+            eta as u64 % 60
+        );
+        if p.step == p.total {
+            let _ = writeln!(err);
+        }
+    };
+    let state = crate::training::train::train(&opts, &mut report)
+        .with_context(|| format!("training into {}", args.out.display()))?;
+    eprintln!("done: {} autoencoder steps, {} UNet steps", state.vae_step, state.unet_step);
+    Ok(())
 }
 
 fn timesteps(args: &TimestepsArgs) -> anyhow::Result<()> {

@@ -1,0 +1,4 @@
+//! Training the built-in model from procedurally generated scenes.
+
+pub mod builtin;
+pub mod train;

@@ -1,0 +1,336 @@
+//! `latent-studio train`: trains the built-in model in two stages — the autoencoder on scene
+//! images, then the UNet and text encoder on its latents — writing a diffusers-layout model
+//! folder with checkpoints, a loss log, and a state file so an interrupted run resumes.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor, Var, D};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
+use serde::{Deserialize, Serialize};
+
+use super::builtin::{scheduler_config, text_config, unet_config, vae_config, IMAGE_SIZE, MAX_TOKENS};
+use crate::core::NoiseSchedule;
+use crate::dataset::scenes::scene;
+use crate::dataset::vocabulary::WORDS;
+use crate::models::clip::ClipTextModel;
+use crate::models::tokenizer::{WordTokenizer, PAD_ID};
+use crate::models::unet::UNet;
+use crate::models::vae::Vae;
+
+/// What can stop training.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// Reading or writing the output folder failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// A tensor operation or checkpoint load failed.
+    #[error(transparent)]
+    Tensor(#[from] candle_core::Error),
+    /// The state file is unreadable.
+    #[error("{path}: {source}")]
+    State {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        source: serde_json::Error,
+    },
+    /// The schedule could not be built.
+    #[error(transparent)]
+    Core(#[from] crate::core::CoreError),
+}
+
+/// Settings of a training run.
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    /// The model folder to write (and resume from).
+    pub out: PathBuf,
+    /// Continue from the folder's checkpoint instead of starting over.
+    pub resume: bool,
+    /// Autoencoder steps.
+    pub vae_steps: usize,
+    /// UNet and text-encoder steps.
+    pub unet_steps: usize,
+    /// Images per step.
+    pub batch: usize,
+    /// Peak learning rate.
+    pub learning_rate: f64,
+    /// Steps between checkpoints.
+    pub checkpoint_every: usize,
+    /// Share of examples trained without their caption, for classifier-free guidance.
+    pub uncond_share: f64,
+}
+
+/// Where a run stands; saved beside the checkpoints.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TrainState {
+    /// Autoencoder steps done.
+    pub vae_step: usize,
+    /// UNet steps done.
+    pub unet_step: usize,
+    /// 1 / std of the latents, measured when the UNet stage starts.
+    pub scaling_factor: Option<f64>,
+}
+
+/// One progress report.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    /// `vae` or `unet`.
+    pub stage: &'static str,
+    /// Steps done in this stage.
+    pub step: usize,
+    /// Steps this stage takes.
+    pub total: usize,
+    /// Smoothed loss.
+    pub loss: f64,
+    /// Seconds per step, smoothed.
+    pub secs_per_step: f64,
+}
+
+const STATE_FILE: &str = "train_state.json";
+const VAE_WEIGHTS: &str = "vae/diffusion_pytorch_model.safetensors";
+const UNET_WEIGHTS: &str = "unet/diffusion_pytorch_model.safetensors";
+const TEXT_WEIGHTS: &str = "text_encoder/model.safetensors";
+/// Seeds of training scenes start here; evaluation uses seeds below it.
+const TRAIN_SEED_BASE: u64 = 1 << 32;
+
+fn io<T>(path: &Path, r: std::io::Result<T>) -> Result<T, TrainError> {
+    r.map_err(|source| TrainError::Io { path: path.to_path_buf(), source })
+}
+
+fn write_json(path: &Path, value: &impl Serialize) -> Result<(), TrainError> {
+    if let Some(dir) = path.parent() {
+        io(dir, std::fs::create_dir_all(dir))?;
+    }
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|source| TrainError::State { path: path.into(), source })?;
+    let tmp = path.with_extension("json.tmp");
+    io(&tmp, std::fs::write(&tmp, text))?;
+    io(path, std::fs::rename(&tmp, path))
+}
+
+fn save(map: &VarMap, path: &Path) -> Result<(), TrainError> {
+    if let Some(dir) = path.parent() {
+        io(dir, std::fs::create_dir_all(dir))?;
+    }
+    let tmp = path.with_extension("safetensors.tmp");
+    map.save(&tmp)?;
+    io(path, std::fs::rename(&tmp, path))
+}
+
+/// The word tokenizer over the scene vocabulary.
+pub fn builtin_tokenizer() -> WordTokenizer {
+    WordTokenizer::new(WORDS.iter().copied(), MAX_TOKENS)
+}
+
+/// Writes every config file of the model folder (weights come with the checkpoints).
+fn write_configs(out: &Path, tokenizer: &WordTokenizer, scaling_factor: f64) -> Result<(), TrainError> {
+    let mut vae = vae_config();
+    vae.scaling_factor = scaling_factor;
+    write_json(&out.join("vae/config.json"), &vae)?;
+    write_json(&out.join("unet/config.json"), &unet_config())?;
+    write_json(&out.join("text_encoder/config.json"), &text_config(tokenizer.vocab_size()))?;
+    write_json(&out.join("tokenizer/tokenizer.json"), &tokenizer.to_json())?;
+    write_json(&out.join("scheduler/scheduler_config.json"), &scheduler_config())?;
+    write_json(
+        &out.join("model_index.json"),
+        &serde_json::json!({
+            "_class_name": "StableDiffusionPipeline",
+            "unet": ["diffusers", "UNet2DConditionModel"],
+            "vae": ["diffusers", "AutoencoderKL"],
+            "text_encoder": ["transformers", "CLIPTextModel"],
+            "tokenizer": ["latent-studio", "WordTokenizer"],
+            "scheduler": ["diffusers", "DDIMScheduler"],
+        }),
+    )
+}
+
+/// A batch of scene images `[B, 3, 64, 64]` in [-1, 1] and their token ids `[B, tokens]`.
+fn batch(
+    first_seed: u64,
+    size: usize,
+    tokenizer: &WordTokenizer,
+    device: &Device,
+) -> Result<(Tensor, Tensor), TrainError> {
+    let mut pixels = Vec::with_capacity(size * 3 * IMAGE_SIZE * IMAGE_SIZE);
+    let mut ids = Vec::with_capacity(size * MAX_TOKENS);
+    for i in 0..size as u64 {
+        let s = scene(first_seed + i, IMAGE_SIZE);
+        // HWC in [0, 1] → CHW in [-1, 1].
+        for c in 0..3 {
+            pixels.extend(s.image.iter().skip(c).step_by(3).map(|v| v * 2.0 - 1.0));
+        }
+        ids.extend(tokenizer.encode(&s.caption).ids);
+    }
+    let images = Tensor::from_vec(pixels, (size, 3, IMAGE_SIZE, IMAGE_SIZE), device)?;
+    let ids = Tensor::from_vec(ids, (size, MAX_TOKENS), device)?;
+    Ok((images, ids))
+}
+
+/// Learning rate: linear warm-up over 100 steps, then cosine decay to a tenth at the end.
+fn learning_rate(peak: f64, step: usize, total: usize) -> f64 {
+    let warm = 100usize.min(total / 4).max(1);
+    if step < warm {
+        return peak * (step + 1) as f64 / warm as f64;
+    }
+    let progress = (step - warm) as f64 / (total - warm).max(1) as f64;
+    peak * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()))
+}
+
+/// Trains (or resumes) the built-in model into `opts.out`.
+pub fn train(opts: &TrainOptions, report: &mut dyn FnMut(&Progress)) -> Result<TrainState, TrainError> {
+    let device = Device::Cpu;
+    let tokenizer = builtin_tokenizer();
+    let state_path = opts.out.join(STATE_FILE);
+    let mut state = if opts.resume && state_path.exists() {
+        let text = io(&state_path, std::fs::read_to_string(&state_path))?;
+        serde_json::from_str(&text)
+            .map_err(|source| TrainError::State { path: state_path.clone(), source })?
+    } else {
+        TrainState::default()
+    };
+    write_configs(&opts.out, &tokenizer, state.scaling_factor.unwrap_or(1.0))?;
+
+    let mut vae_map = VarMap::new();
+    let vae = Vae::new(&vae_config(), VarBuilder::from_varmap(&vae_map, DType::F32, &device))?;
+    let mut unet_map = VarMap::new();
+    let unet = UNet::new(&unet_config(), VarBuilder::from_varmap(&unet_map, DType::F32, &device))?;
+    let mut text_map = VarMap::new();
+    let text = ClipTextModel::new(
+        &text_config(tokenizer.vocab_size()),
+        VarBuilder::from_varmap(&text_map, DType::F32, &device),
+    )?;
+    if opts.resume {
+        for (map, rel) in
+            [(&mut vae_map, VAE_WEIGHTS), (&mut unet_map, UNET_WEIGHTS), (&mut text_map, TEXT_WEIGHTS)]
+        {
+            let path = opts.out.join(rel);
+            if path.exists() {
+                map.load(&path)?;
+            }
+        }
+    }
+
+    let log_path = opts.out.join("loss.csv");
+    let mut log = io(&log_path, std::fs::OpenOptions::new().create(true).append(true).open(&log_path))?;
+
+    if state.vae_step < opts.vae_steps {
+        let mut opt = AdamW::new(
+            vae_map.all_vars(),
+            ParamsAdamW { lr: opts.learning_rate, weight_decay: 0.0, ..Default::default() },
+        )?;
+        let mut meter = Meter::default();
+        while state.vae_step < opts.vae_steps {
+            let t0 = Instant::now();
+            let seed = TRAIN_SEED_BASE + (state.vae_step * opts.batch) as u64;
+            let (images, _) = batch(seed, opts.batch, &tokenizer, &device)?;
+            let (mean, logvar) = vae.encode(&images)?;
+            let std = (&logvar * 0.5)?.exp()?;
+            let z = (&mean + std.mul(&mean.randn_like(0.0, 1.0)?)?)?;
+            let recon = vae.decode(&z)?;
+            let rec = (&recon - &images)?.sqr()?.mean_all()?;
+            let kl = ((mean.sqr()? + logvar.exp()? - &logvar)? - 1.0)?.mean_all()?;
+            let loss = (&rec + (kl * 1e-4)?)?;
+            opt.set_learning_rate(learning_rate(opts.learning_rate, state.vae_step, opts.vae_steps));
+            opt.backward_step(&loss)?;
+            state.vae_step += 1;
+            let value = f64::from(rec.to_scalar::<f32>()?);
+            meter.update(value, t0.elapsed().as_secs_f64());
+            io(&log_path, writeln!(log, "vae,{},{value}", state.vae_step))?;
+            report(&Progress {
+                stage: "vae",
+                step: state.vae_step,
+                total: opts.vae_steps,
+                loss: meter.loss,
+                secs_per_step: meter.secs,
+            });
+            if state.vae_step % opts.checkpoint_every == 0 || state.vae_step == opts.vae_steps {
+                save(&vae_map, &opts.out.join(VAE_WEIGHTS))?;
+                write_json(&state_path, &state)?;
+            }
+        }
+    }
+
+    let schedule = NoiseSchedule::from_config(&scheduler_config())?;
+    let alphas: Vec<f32> = schedule.alphas_cumprod().iter().map(|&a| a as f32).collect();
+    let alphas = Tensor::from_vec(alphas, schedule.train_steps(), &device)?;
+    let scaling = match state.scaling_factor {
+        Some(s) => s,
+        None => {
+            let (images, _) = batch(TRAIN_SEED_BASE, 64, &tokenizer, &device)?;
+            let (mean, _) = vae.encode(&images)?;
+            let std = f64::from(mean.flatten_all()?.var(0)?.sqrt()?.to_scalar::<f32>()?);
+            let s = 1.0 / std.max(1e-6);
+            state.scaling_factor = Some(s);
+            write_configs(&opts.out, &tokenizer, s)?;
+            s
+        }
+    };
+    let mut vars: Vec<Var> = unet_map.all_vars();
+    vars.extend(text_map.all_vars());
+    let mut opt =
+        AdamW::new(vars, ParamsAdamW { lr: opts.learning_rate, weight_decay: 0.0, ..Default::default() })?;
+    let mut meter = Meter::default();
+    let pad = Tensor::full(PAD_ID, (1, MAX_TOKENS), &device)?;
+    while state.unet_step < opts.unet_steps {
+        let t0 = Instant::now();
+        let seed = TRAIN_SEED_BASE + (1 << 24) + (state.unet_step * opts.batch) as u64;
+        let (images, ids) = batch(seed, opts.batch, &tokenizer, &device)?;
+        let b = opts.batch;
+        // Drop the caption of a share of examples so the model also learns the unconditional case.
+        let keep = Tensor::rand(0f32, 1.0, b, &device)?.ge(opts.uncond_share as f32)?.unsqueeze(1)?;
+        let ids = keep.broadcast_as(ids.shape())?.where_cond(&ids, &pad.broadcast_as(ids.shape())?)?;
+        let latents = (vae.encode(&images)?.0.detach() * scaling)?;
+        let t =
+            Tensor::rand(0f32, schedule.train_steps() as f32, b, &device)?.floor()?.clamp(0f32, 999f32)?;
+        let a = alphas.index_select(&t.to_dtype(DType::U32)?, 0)?.reshape((b, 1, 1, 1))?;
+        let noise = latents.randn_like(0.0, 1.0)?;
+        let x_t = (latents.broadcast_mul(&a.sqrt()?)? + noise.broadcast_mul(&(1.0 - &a)?.sqrt()?)?)?;
+        let context = text.forward(&ids)?;
+        let pred = unet.forward(&x_t, &t, &context)?;
+        let loss = (&pred - &noise)?.sqr()?.mean(D::Minus1)?.mean_all()?;
+        opt.set_learning_rate(learning_rate(opts.learning_rate, state.unet_step, opts.unet_steps));
+        opt.backward_step(&loss)?;
+        state.unet_step += 1;
+        let value = f64::from(loss.to_scalar::<f32>()?);
+        meter.update(value, t0.elapsed().as_secs_f64());
+        io(&log_path, writeln!(log, "unet,{},{value}", state.unet_step))?;
+        report(&Progress {
+            stage: "unet",
+            step: state.unet_step,
+            total: opts.unet_steps,
+            loss: meter.loss,
+            secs_per_step: meter.secs,
+        });
+        if state.unet_step % opts.checkpoint_every == 0 || state.unet_step == opts.unet_steps {
+            save(&unet_map, &opts.out.join(UNET_WEIGHTS))?;
+            save(&text_map, &opts.out.join(TEXT_WEIGHTS))?;
+            write_json(&state_path, &state)?;
+        }
+    }
+    Ok(state)
+}
+
+/// Exponential moving averages of the loss and the step time.
+#[derive(Debug, Default)]
+struct Meter {
+    loss: f64,
+    secs: f64,
+    seen: usize,
+}
+
+impl Meter {
+    fn update(&mut self, loss: f64, secs: f64) {
+        let k = if self.seen < 20 { 1.0 / (self.seen + 1) as f64 } else { 0.05 };
+        self.loss += k * (loss - self.loss);
+        self.secs += k * (secs - self.secs);
+        self.seen += 1;
+    }
+}
