@@ -2,6 +2,11 @@
 
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
+use std::ops::ControlFlow;
+
+use latent_studio::core::samplers::{SamplerKind, StepView};
+use latent_studio::core::Guidance;
+use latent_studio::models::pipeline::{Pipeline, Request};
 use latent_studio::models::unet::{UNet, UNetConfig};
 use latent_studio::models::vae::{Vae, VaeConfig};
 use latent_studio::training::train::{train, TrainOptions};
@@ -31,10 +36,12 @@ fn a_short_run_writes_a_loadable_folder_and_resumes() {
     assert!(scaling.is_finite() && scaling > 0.0);
 
     let vae_config: VaeConfig = read(&dir.join("vae/config.json"));
-    assert_eq!(vae_config.scaling_factor, scaling);
+    assert!((vae_config.scaling_factor - scaling).abs() <= 1e-12 * scaling);
     let unet_config: UNetConfig = read(&dir.join("unet/config.json"));
     let dev = Device::Cpu;
-    let load = |rel: &str| unsafe { VarBuilder::from_mmaped_safetensors(&[dir.join(rel)], DType::F32, &dev).unwrap() };
+    let load = |rel: &str| unsafe {
+        VarBuilder::from_mmaped_safetensors(&[dir.join(rel)], DType::F32, &dev).unwrap()
+    };
     Vae::new(&vae_config, load("vae/diffusion_pytorch_model.safetensors")).unwrap();
     UNet::new(&unet_config, load("unet/diffusion_pytorch_model.safetensors")).unwrap();
 
@@ -45,5 +52,31 @@ fn a_short_run_writes_a_loadable_folder_and_resumes() {
     assert_eq!(state.scaling_factor, Some(scaling), "the latent scale is kept on resume");
     let log = std::fs::read_to_string(dir.join("loss.csv")).unwrap();
     assert_eq!(log.lines().count(), 5);
+
+    // The folder renders through the pipeline, reporting unknown words.
+    let pipeline = Pipeline::load(&dir).unwrap();
+    let request = Request {
+        prompt: "sunset over zebra mountains".into(),
+        negative: String::new(),
+        sampler: SamplerKind::Ddim,
+        steps: 3,
+        guidance: Guidance { scale: 4.0, ..Guidance::default() },
+        seed: 7,
+    };
+    let mut steps = 0;
+    let image = pipeline
+        .render(&request, &mut |_: &StepView<'_>| {
+            steps += 1;
+            ControlFlow::Continue(())
+        })
+        .unwrap()
+        .unwrap();
+    assert_eq!((image.width, image.height, image.rgb.len(), steps), (64, 64, 64 * 64 * 3, 3));
+    assert_eq!(image.unknown_words, vec!["zebra".to_string()]);
+
+    // A missing weights file is reported with its path.
+    std::fs::remove_file(dir.join("unet/diffusion_pytorch_model.safetensors")).unwrap();
+    let err = Pipeline::load(&dir).err().unwrap().to_string();
+    assert!(err.contains("unet/diffusion_pytorch_model.safetensors"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -1,7 +1,9 @@
 //! Networks and their loaders: candle modules whose paths mirror diffusers' weight names.
 
 pub mod clip;
+pub mod clip_tokenizer;
 pub mod layers;
+pub mod pipeline;
 pub mod tokenizer;
 pub mod unet;
 pub mod vae;
