@@ -4,5 +4,6 @@
 pub mod cli;
 pub mod core;
 pub mod dataset;
+pub mod imageio;
 pub mod models;
 pub mod training;

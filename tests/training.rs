@@ -6,7 +6,7 @@ use std::ops::ControlFlow;
 
 use latent_studio::core::samplers::{SamplerKind, StepView};
 use latent_studio::core::Guidance;
-use latent_studio::models::pipeline::{Pipeline, Request};
+use latent_studio::models::pipeline::{LoadOptions, Pipeline, Request};
 use latent_studio::models::unet::{UNet, UNetConfig};
 use latent_studio::models::vae::{Vae, VaeConfig};
 use latent_studio::training::train::{train, TrainOptions};
@@ -54,14 +54,18 @@ fn a_short_run_writes_a_loadable_folder_and_resumes() {
     assert_eq!(log.lines().count(), 5);
 
     // The folder renders through the pipeline, reporting unknown words.
-    let pipeline = Pipeline::load(&dir).unwrap();
+    let pipeline = Pipeline::load(&dir, &LoadOptions::default()).unwrap();
     let request = Request {
         prompt: "sunset over zebra mountains".into(),
         negative: String::new(),
         sampler: SamplerKind::Ddim,
+        options: Default::default(),
         steps: 3,
         guidance: Guidance { scale: 4.0, ..Guidance::default() },
         seed: 7,
+        size: None,
+        init_latent: None,
+        init_image: None,
     };
     let mut steps = 0;
     let image = pipeline
@@ -76,7 +80,7 @@ fn a_short_run_writes_a_loadable_folder_and_resumes() {
 
     // A missing weights file is reported with its path.
     std::fs::remove_file(dir.join("unet/diffusion_pytorch_model.safetensors")).unwrap();
-    let err = Pipeline::load(&dir).err().unwrap().to_string();
+    let err = Pipeline::load(&dir, &LoadOptions::default()).err().unwrap().to_string();
     assert!(err.contains("unet/diffusion_pytorch_model.safetensors"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

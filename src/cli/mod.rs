@@ -1,5 +1,8 @@
 //! The command line. With no subcommand it prints help (the studio window arrives later).
 
+mod progress;
+mod render;
+
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -24,37 +27,8 @@ pub enum Command {
     Timesteps(TimestepsArgs),
     /// Train the built-in model from generated scenes (hours on a CPU; resumable).
     Train(TrainArgs),
-    /// Render a prompt with a model folder written by `train`.
-    Render(RenderArgs),
-}
-
-/// Arguments of `render`.
-#[derive(Debug, clap::Args)]
-pub struct RenderArgs {
-    /// The model folder.
-    #[arg(long)]
-    pub model: PathBuf,
-    /// What to draw.
-    #[arg(long)]
-    pub prompt: String,
-    /// What to steer away from.
-    #[arg(long, default_value = "")]
-    pub negative: String,
-    /// ddim, ddpm, euler, euler-a, heun, dpmpp-2m or lcm.
-    #[arg(long, default_value = "ddim")]
-    pub sampler: String,
-    /// Inference steps.
-    #[arg(long, default_value_t = 20)]
-    pub steps: usize,
-    /// Classifier-free guidance scale.
-    #[arg(long, default_value_t = 5.0)]
-    pub guidance: f64,
-    /// Seed of the starting noise.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// The PNG to write (carries AUTOMATIC1111-style `parameters`).
-    #[arg(short, long)]
-    pub output: PathBuf,
+    /// Render a prompt with a Stable Diffusion folder or the built-in model (`render --help`).
+    Render(Box<render::RenderArgs>),
 }
 
 /// Arguments of `train`.
@@ -114,70 +88,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Some(Command::Timesteps(args)) => timesteps(&args),
         Some(Command::Train(args)) => train(&args),
-        Some(Command::Render(args)) => render(&args),
+        Some(Command::Render(args)) => render::run(&args),
     }
-}
-
-fn render(args: &RenderArgs) -> anyhow::Result<()> {
-    use crate::models::pipeline::{Pipeline, Request};
-    let pipeline = Pipeline::load(&args.model)?;
-    let sampler = SamplerKind::parse(&args.sampler)?;
-    let request = Request {
-        prompt: args.prompt.clone(),
-        negative: args.negative.clone(),
-        sampler,
-        steps: args.steps,
-        guidance: crate::core::Guidance { scale: args.guidance, ..Default::default() },
-        seed: args.seed,
-    };
-    let mut ignore = |_: &crate::core::StepView<'_>| std::ops::ControlFlow::Continue(());
-    let image = pipeline.render(&request, &mut ignore)?.context("the render was stopped")?;
-    if !image.unknown_words.is_empty() {
-        eprintln!("warning: the model does not know: {}", image.unknown_words.join(", "));
-    }
-    let mut negative = String::new();
-    if !args.negative.is_empty() {
-        negative = format!("\nNegative prompt: {}", args.negative);
-    }
-    let model = args.model.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let parameters = format!(
-        "{}{negative}\nSteps: {}, Sampler: {}, CFG scale: {}, Seed: {}, Size: {}x{}, Model: {model}",
-        args.prompt,
-        args.steps,
-        sampler.a1111_name(),
-        args.guidance,
-        args.seed,
-        image.width,
-        image.height
-    );
-    write_png(&args.output, &image.rgb, image.width, image.height, &parameters)
-}
-
-/// Writes an RGB PNG with `parameters` as a tEXt chunk (iTXt when it is not Latin-1), written to
-/// a temporary name and renamed so a crash never leaves half a file.
-fn write_png(
-    path: &std::path::Path,
-    rgb: &[u8],
-    width: usize,
-    height: usize,
-    parameters: &str,
-) -> anyhow::Result<()> {
-    let tmp = path.with_extension("png.tmp");
-    {
-        let file = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), width as u32, height as u32);
-        encoder.set_color(png::ColorType::Rgb);
-        encoder.set_depth(png::BitDepth::Eight);
-        if parameters.chars().all(|c| (c as u32) < 256) {
-            encoder.add_text_chunk("parameters".into(), parameters.into())?;
-        } else {
-            encoder.add_itxt_chunk("parameters".into(), parameters.into())?;
-        }
-        let mut writer = encoder.write_header()?;
-        writer.write_image_data(rgb)?;
-        writer.finish()?;
-    }
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }
 
 fn train(args: &TrainArgs) -> anyhow::Result<()> {

@@ -68,8 +68,8 @@ pub struct ClipTextModel {
 }
 
 impl ClipTextModel {
-    /// Builds the encoder from `config` with weights from `vb` (transformers' names, under
-    /// `text_model`).
+    /// Builds the encoder from `config` with weights from `vb` (transformers' names, with or
+    /// without the `text_model.` prefix).
     pub fn new(config: &ClipTextConfig, vb: VarBuilder) -> Result<Self> {
         let c = config;
         let quick_gelu = match c.hidden_act.as_str() {
@@ -77,7 +77,9 @@ impl ClipTextModel {
             "gelu" => false,
             other => return Err(candle_core::Error::Msg(format!("unsupported CLIP activation {other}"))),
         };
-        let vb = vb.pp("text_model");
+        // transformers before 5 saves under `text_model.`, transformers 5 without the prefix.
+        let vb =
+            if vb.contains_tensor("embeddings.token_embedding.weight") { vb } else { vb.pp("text_model") };
         let evb = vb.pp("embeddings");
         let token_embedding = candle_nn::embedding(c.vocab_size, c.hidden_size, evb.pp("token_embedding"))?;
         let position_embedding = evb.pp("position_embedding").get_with_hints(

@@ -1,5 +1,6 @@
-//! Text-to-image with a model folder in the diffusers layout (the built-in model's format):
-//! tokenizer → text encoder → sampler with classifier-free guidance on the UNet → VAE decode.
+//! Text-to-image and SDEdit with a model folder in the diffusers layout — users' Stable
+//! Diffusion 1.x/2.x folders and the built-in model alike: tokenizer → text encoder → sampler with
+//! classifier-free guidance on the UNet → VAE decode. Every error names the file it is about.
 
 use std::path::{Path, PathBuf};
 
@@ -7,10 +8,12 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
 use super::clip::{ClipTextConfig, ClipTextModel};
+use super::clip_tokenizer::ClipTokenizer;
 use super::tokenizer::WordTokenizer;
 use super::unet::{UNet, UNetConfig};
 use super::vae::{Vae, VaeConfig};
 use crate::core::samplers::{SampleContext, SamplerKind, SamplerOptions, StepCallback};
+use crate::core::sdedit::{sdedit, SdEdit};
 use crate::core::SeededNoise;
 use crate::core::{
     Conditioning, CoreError, Guidance, ModelDenoiser, Network, PredictionType, SchedulerConfig,
@@ -27,12 +30,12 @@ pub enum PipelineError {
         /// Why.
         source: std::io::Error,
     },
-    /// A JSON file is not what it should be.
+    /// A file is not what it should be, or asks for something we do not run.
     #[error("{path}: {reason}")]
-    Config {
-        /// The file.
+    Unsupported {
+        /// The file or folder.
         path: PathBuf,
-        /// Why.
+        /// Why, and what to do about it.
         reason: String,
     },
     /// Weights are missing, truncated or of the wrong shape.
@@ -40,8 +43,18 @@ pub enum PipelineError {
     Weights {
         /// The file.
         path: PathBuf,
-        /// Why (names the tensor where candle does).
+        /// Why (candle names the tensor and both shapes).
         source: candle_core::Error,
+    },
+    /// A request setting is impossible.
+    #[error("invalid {name} = {value}: {reason}")]
+    Invalid {
+        /// The setting.
+        name: &'static str,
+        /// Its value.
+        value: String,
+        /// Why.
+        reason: String,
     },
     /// Sampling failed.
     #[error(transparent)]
@@ -51,37 +64,134 @@ pub enum PipelineError {
     Tensor(#[from] candle_core::Error),
 }
 
+fn unsupported(path: &Path, reason: impl Into<String>) -> PipelineError {
+    PipelineError::Unsupported { path: path.into(), reason: reason.into() }
+}
+
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, PipelineError> {
     let text =
         std::fs::read_to_string(path).map_err(|source| PipelineError::Io { path: path.into(), source })?;
-    serde_json::from_str(&text)
-        .map_err(|e| PipelineError::Config { path: path.into(), reason: e.to_string() })
+    serde_json::from_str(&text).map_err(|e| unsupported(path, e.to_string()))
 }
 
-fn weights<'a>(path: &Path, device: &'a Device) -> Result<VarBuilder<'a>, PipelineError> {
-    if !path.exists() {
-        return Err(PipelineError::Io {
-            path: path.into(),
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, "weights file not found"),
-        });
+/// How to load a model.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LoadOptions {
+    /// Compute dtype: f32 (default on CPU) or f16.
+    pub dtype: DType,
+    /// Override of the scheduler config's prediction type.
+    pub prediction_type: Option<PredictionType>,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self { dtype: DType::F32, prediction_type: None }
     }
-    // SAFETY: the file is memory-mapped read-only; the studio never writes model files while
-    // they are loaded.
-    unsafe { VarBuilder::from_mmaped_safetensors(&[path], DType::F32, device) }
+}
+
+/// The weights file of a component: `base.safetensors`, or its `.fp16` variant (preferred when
+/// computing in f16, used when it is the only one). Pickled weights are refused.
+fn weights_file(dir: &Path, base: &str, dtype: DType) -> Result<PathBuf, PipelineError> {
+    let full = dir.join(format!("{base}.safetensors"));
+    let half = dir.join(format!("{base}.fp16.safetensors"));
+    let order = if dtype == DType::F16 { [&half, &full] } else { [&full, &half] };
+    if let Some(found) = order.into_iter().find(|p| p.exists()) {
+        return Ok(found.clone());
+    }
+    let pickle = dir.join(format!("{base}.bin"));
+    if pickle.exists() {
+        return Err(unsupported(&pickle, PICKLE_REFUSAL));
+    }
+    Err(PipelineError::Io {
+        path: full,
+        source: std::io::Error::new(std::io::ErrorKind::NotFound, "no safetensors weights in this folder"),
+    })
+}
+
+/// Why pickled checkpoints are refused, and what to do instead.
+pub const PICKLE_REFUSAL: &str = "pickled PyTorch weights (.ckpt, .pt, .pth, .bin) can run arbitrary code when \
+     loaded, so the studio does not open them; convert them to .safetensors first (for example with diffusers' \
+     `StableDiffusionPipeline.from_single_file(...).save_pretrained(dir, safe_serialization=True)`)";
+
+fn load_weights<'a>(path: &Path, dtype: DType, device: &'a Device) -> Result<VarBuilder<'a>, PipelineError> {
+    // SAFETY: the file is memory-mapped read-only; the studio never writes a model file while it
+    // is loaded.
+    unsafe { VarBuilder::from_mmaped_safetensors(&[path], dtype, device) }
         .map_err(|source| PipelineError::Weights { path: path.into(), source })
 }
 
-/// A loaded text-to-image model.
+/// Tokenizes prompts for the text encoder.
+#[derive(Debug, Clone)]
+enum PromptTokenizer {
+    Word(WordTokenizer),
+    Clip(Box<ClipTokenizer>),
+}
+
+/// A tokenized prompt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tokens {
+    /// The ids the text encoder sees.
+    pub ids: Vec<u32>,
+    /// Words the model does not know (word-level tokenizers only).
+    pub unknown: Vec<String>,
+    /// Whether the prompt was cut to fit.
+    pub truncated: bool,
+}
+
+impl PromptTokenizer {
+    fn load(dir: &Path, max_len: usize) -> Result<Self, PipelineError> {
+        let json = dir.join("tokenizer.json");
+        if json.exists() && !dir.join("vocab.json").exists() {
+            let value: serde_json::Value = read_json(&json)?;
+            if value["model"]["type"] == "WordLevel" {
+                return WordTokenizer::from_json(&value)
+                    .map(Self::Word)
+                    .ok_or_else(|| unsupported(&json, "a word-level tokenizer without [PAD] and [UNK]"));
+            }
+        }
+        ClipTokenizer::from_dir(dir, max_len)
+            .map(|t| Self::Clip(Box::new(t)))
+            .map_err(|e| PipelineError::Unsupported { path: e.path.into(), reason: e.reason })
+    }
+
+    fn encode(&self, prompt: &str) -> Tokens {
+        match self {
+            Self::Word(t) => {
+                let e = t.encode(prompt);
+                Tokens { ids: e.ids, unknown: e.unknown, truncated: e.truncated }
+            }
+            Self::Clip(t) => {
+                let e = t.encode(prompt);
+                Tokens { ids: e.ids, unknown: Vec::new(), truncated: e.truncated }
+            }
+        }
+    }
+}
+
+/// A loaded model.
 pub struct Pipeline {
-    tokenizer: WordTokenizer,
+    tokenizer: PromptTokenizer,
     text: ClipTextModel,
     unet: UNet,
     vae: Vae,
     scheduler: SchedulerConfig,
+    prediction: PredictionType,
+    dtype: DType,
     device: Device,
 }
 
-/// One text-to-image request.
+/// An SDEdit request: start from a picture instead of noise.
+#[derive(Debug, Clone)]
+pub struct InitImage {
+    /// `[1, 3, H, W]` in [-1, 1].
+    pub image: Tensor,
+    /// Strength in (0, 1].
+    pub strength: f64,
+    /// `[1, 1, H/f, W/f]`, 1 = edit, or `None` to edit everywhere.
+    pub mask: Option<Tensor>,
+}
+
+/// One render request.
 #[derive(Debug, Clone)]
 pub struct Request {
     /// What to draw.
@@ -90,12 +200,20 @@ pub struct Request {
     pub negative: String,
     /// The sampling algorithm.
     pub sampler: SamplerKind,
+    /// Spacing, Karras sigmas and eta on top of the model's scheduler config.
+    pub options: SamplerOptions,
     /// Inference steps.
     pub steps: usize,
     /// Guidance.
     pub guidance: Guidance,
-    /// Seed of the starting noise.
+    /// Seed of the starting noise (and of stochastic samplers' noise).
     pub seed: u64,
+    /// Image size in pixels; the model's default when `None`.
+    pub size: Option<(usize, usize)>,
+    /// Unit-variance starting noise `[1, C, H/f, W/f]` instead of the seed's.
+    pub init_latent: Option<Tensor>,
+    /// SDEdit from a picture.
+    pub init_image: Option<InitImage>,
 }
 
 /// A finished image.
@@ -107,8 +225,12 @@ pub struct Rendered {
     pub width: usize,
     /// Height in pixels.
     pub height: usize,
+    /// The denoised latent, before dividing by the VAE scaling factor.
+    pub latent: Tensor,
     /// Prompt words the model does not know.
     pub unknown_words: Vec<String>,
+    /// Whether the prompt was cut to the text encoder's length.
+    pub truncated: bool,
 }
 
 /// The UNet with its timestep broadcast to the batch, as the samplers call it.
@@ -129,41 +251,130 @@ impl Network for UNetNetwork<'_> {
     }
 }
 
+/// Refuses UNets we cannot run, naming what they are.
+fn check_unet(path: &Path, raw: &serde_json::Value) -> Result<(), PipelineError> {
+    if raw.get("addition_embed_type").is_some_and(|v| !v.is_null())
+        || raw.get("transformer_layers_per_block").is_some_and(|v| v.as_u64() != Some(1))
+    {
+        return Err(unsupported(
+            path,
+            "this is an SDXL UNet; the studio runs Stable Diffusion 1.x and 2.x models",
+        ));
+    }
+    if raw.get("in_channels").and_then(|v| v.as_u64()) == Some(9) {
+        return Err(unsupported(
+            path,
+            "this is an inpainting UNet (9 input channels); use a regular checkpoint",
+        ));
+    }
+    match raw.get("_class_name").and_then(|v| v.as_str()) {
+        None | Some("UNet2DConditionModel") => Ok(()),
+        Some(other) => {
+            Err(unsupported(path, format!("unknown architecture {other}; expected UNet2DConditionModel")))
+        }
+    }
+}
+
 impl Pipeline {
-    /// Loads a model folder written by `latent-studio train`.
-    pub fn load(dir: &Path) -> Result<Self, PipelineError> {
-        let device = Device::Cpu;
-        let tok_path = dir.join("tokenizer/tokenizer.json");
-        let tokenizer =
-            WordTokenizer::from_json(&read_json::<serde_json::Value>(&tok_path)?).ok_or_else(|| {
-                PipelineError::Config { path: tok_path.clone(), reason: "not a word-level tokenizer".into() }
-            })?;
+    /// Loads a diffusers-layout model folder.
+    pub fn load(dir: &Path, options: &LoadOptions) -> Result<Self, PipelineError> {
+        if dir.is_file() {
+            let ext = dir.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+            return Err(match ext.as_str() {
+                "ckpt" | "pt" | "pth" | "bin" => unsupported(dir, PICKLE_REFUSAL),
+                _ => unsupported(
+                    dir,
+                    "single-file checkpoints are not supported yet; give a diffusers model folder",
+                ),
+            });
+        }
+        if !dir.join("model_index.json").exists() {
+            return Err(unsupported(dir, "not a diffusers model folder: it has no model_index.json"));
+        }
+        for part in ["unet", "vae", "text_encoder", "tokenizer", "scheduler"] {
+            if !dir.join(part).is_dir() {
+                return Err(unsupported(&dir.join(part), "this component folder is missing"));
+            }
+        }
+        let (dtype, device) = (options.dtype, Device::Cpu);
+        let unet_config_path = dir.join("unet/config.json");
+        let raw: serde_json::Value = read_json(&unet_config_path)?;
+        check_unet(&unet_config_path, &raw)?;
+        let unet_config: UNetConfig =
+            serde_json::from_value(raw).map_err(|e| unsupported(&unet_config_path, e.to_string()))?;
         let text_config: ClipTextConfig = read_json(&dir.join("text_encoder/config.json"))?;
-        let unet_config: UNetConfig = read_json(&dir.join("unet/config.json"))?;
         let vae_config: VaeConfig = read_json(&dir.join("vae/config.json"))?;
         let scheduler: SchedulerConfig = read_json(&dir.join("scheduler/scheduler_config.json"))?;
-        let text_path = dir.join("text_encoder/model.safetensors");
-        let unet_path = dir.join("unet/diffusion_pytorch_model.safetensors");
-        let vae_path = dir.join("vae/diffusion_pytorch_model.safetensors");
-        let text = ClipTextModel::new(&text_config, weights(&text_path, &device)?)
+        let tokenizer = PromptTokenizer::load(&dir.join("tokenizer"), text_config.max_position_embeddings)?;
+        let prediction = match options.prediction_type {
+            Some(p) => p,
+            None => PredictionType::parse(scheduler.prediction_type.as_deref().unwrap_or("epsilon"))?,
+        };
+
+        let text_path = weights_file(&dir.join("text_encoder"), "model", dtype)?;
+        let text = ClipTextModel::new(&text_config, load_weights(&text_path, dtype, &device)?)
             .map_err(|source| PipelineError::Weights { path: text_path, source })?;
-        let unet = UNet::new(&unet_config, weights(&unet_path, &device)?)
+        let unet_path = weights_file(&dir.join("unet"), "diffusion_pytorch_model", dtype)?;
+        let unet = UNet::new(&unet_config, load_weights(&unet_path, dtype, &device)?)
             .map_err(|source| PipelineError::Weights { path: unet_path, source })?;
-        let vae = Vae::new(&vae_config, weights(&vae_path, &device)?)
+        let vae_path = weights_file(&dir.join("vae"), "diffusion_pytorch_model", dtype)?;
+        let vae = Vae::new(&vae_config, load_weights(&vae_path, dtype, &device)?)
             .map_err(|source| PipelineError::Weights { path: vae_path, source })?;
-        Ok(Self { tokenizer, text, unet, vae, scheduler, device })
+        Ok(Self { tokenizer, text, unet, vae, scheduler, prediction, dtype, device })
     }
 
-    /// Image size in pixels (square).
+    /// The model's scheduler config.
+    pub fn scheduler(&self) -> &SchedulerConfig {
+        &self.scheduler
+    }
+
+    /// The sampler the model's scheduler config names, or DDIM with a notice for classes we do
+    /// not implement (such as PNDM), as the studio's default.
+    pub fn default_sampler(&self) -> (SamplerKind, Option<String>) {
+        let class = self.scheduler.class_name.as_deref().unwrap_or("DDIMScheduler");
+        match SamplerKind::from_class_name(class) {
+            Some(kind) => (kind, None),
+            None => (
+                SamplerKind::Ddim,
+                Some(format!("{class} is not implemented; using DDIM with the same config")),
+            ),
+        }
+    }
+
+    /// Pixels per latent pixel along a side.
+    pub fn vae_factor(&self) -> usize {
+        self.vae.config().downscale()
+    }
+
+    /// The model's default image size in pixels (square).
     pub fn image_size(&self) -> usize {
-        self.unet.config().sample_size * self.vae.config().downscale()
+        self.unet.config().sample_size * self.vae_factor()
     }
 
-    /// Encodes a prompt; also returns the words the model does not know.
-    fn encode(&self, prompt: &str) -> Result<(Tensor, Vec<String>), PipelineError> {
-        let encoded = self.tokenizer.encode(prompt);
-        let ids = Tensor::from_vec(encoded.ids, (1, self.tokenizer.max_len()), &self.device)?;
-        Ok((self.text.forward(&ids)?, encoded.unknown))
+    /// Tokenizes a prompt as the text encoder will see it.
+    pub fn tokenize(&self, prompt: &str) -> Tokens {
+        self.tokenizer.encode(prompt)
+    }
+
+    fn encode(&self, tokens: &Tokens) -> Result<Tensor, PipelineError> {
+        let ids = Tensor::from_vec(tokens.ids.clone(), (1, tokens.ids.len()), &self.device)?;
+        Ok(self.text.forward(&ids)?)
+    }
+
+    /// Checks a requested size against the VAE factor.
+    fn latent_size(&self, size: Option<(usize, usize)>) -> Result<(usize, usize), PipelineError> {
+        let f = self.vae_factor();
+        let (w, h) = size.unwrap_or((self.image_size(), self.image_size()));
+        for (name, v) in [("width", w), ("height", h)] {
+            if v == 0 || v % f != 0 {
+                return Err(PipelineError::Invalid {
+                    name,
+                    value: v.to_string(),
+                    reason: format!("must be a positive multiple of {f}, this model's VAE factor"),
+                });
+            }
+        }
+        Ok((w / f, h / f))
     }
 
     /// Renders `request`; `callback` sees every step and can stop the run (then `None`).
@@ -172,35 +383,75 @@ impl Pipeline {
         request: &Request,
         callback: &mut StepCallback<'_>,
     ) -> Result<Option<Rendered>, PipelineError> {
-        let (cond, unknown_words) = self.encode(&request.prompt)?;
-        let (uncond, _) = self.encode(&request.negative)?;
-        let prediction =
-            PredictionType::parse(self.scheduler.prediction_type.as_deref().unwrap_or("epsilon"))?;
-        let sampler = request.sampler.build(&self.scheduler, request.steps, &SamplerOptions::default())?;
+        let (lw, lh) = self.latent_size(request.size)?;
+        let tokens = self.tokenize(&request.prompt);
+        let cond = self.encode(&tokens)?;
+        let uncond = self.encode(&self.tokenize(&request.negative))?;
+        let sampler = request.sampler.build(&self.scheduler, request.steps, &request.options)?;
         let mut network = UNetNetwork(&self.unet);
         let conditioning = Conditioning::Guided { cond, uncond, guidance: request.guidance };
-        let mut denoiser = ModelDenoiser::new(&mut network, prediction, conditioning)?;
-        let latent = self.unet.config().sample_size;
+        let mut denoiser = ModelDenoiser::new(&mut network, self.prediction, conditioning)?;
         let channels = self.unet.config().in_channels;
-        let x_t = SeededNoise::new(request.seed).tensor(
-            &[1, channels, latent, latent],
-            DType::F32,
-            &self.device,
-        )?;
+        let shape = [1, channels, lh, lw];
+        let noise = match &request.init_latent {
+            Some(latent) if latent.dims() != shape => {
+                return Err(PipelineError::Invalid {
+                    name: "init latent",
+                    value: format!("{:?}", latent.dims()),
+                    reason: format!("this model and size need {shape:?}"),
+                })
+            }
+            Some(latent) => latent.to_dtype(self.dtype)?,
+            None => SeededNoise::new(request.seed).tensor(&shape, self.dtype, &self.device)?,
+        };
         let mut step_noise = SeededNoise::new(request.seed.wrapping_add(1));
         let mut ctx =
             SampleContext { denoiser: &mut denoiser, noise: &mut step_noise, callback, inpaint: None };
-        let Some(z) = sampler.sample(&x_t, &mut ctx)?.finished() else {
+        let outcome = match &request.init_image {
+            None => sampler.sample(&noise, &mut ctx)?,
+            Some(init) => {
+                let (_, _, ih, iw) = init.image.dims4()?;
+                if (iw, ih) != (lw * self.vae_factor(), lh * self.vae_factor()) {
+                    return Err(PipelineError::Invalid {
+                        name: "init image size",
+                        value: format!("{iw}x{ih}"),
+                        reason: format!(
+                            "the render is {}x{}",
+                            lw * self.vae_factor(),
+                            lh * self.vae_factor()
+                        ),
+                    });
+                }
+                let guide = (self.vae.encode(&init.image.to_dtype(self.dtype)?)?.0
+                    * self.vae.config().scaling_factor)?;
+                let edit = SdEdit {
+                    guide: &guide,
+                    noise: &noise,
+                    strength: init.strength,
+                    mask: init.mask.as_ref(),
+                };
+                sdedit(sampler.as_ref(), &mut ctx, &edit)?
+            }
+        };
+        let Some(z) = outcome.finished() else {
             return Ok(None);
         };
-        let image = self.vae.decode(&(z / self.vae.config().scaling_factor)?)?;
-        let size = self.image_size();
-        // [-1, 1] CHW → u8 HWC.
-        let rgb: Vec<u8> = ((image.squeeze(0)?.permute((1, 2, 0))?.clamp(-1f32, 1f32)? + 1.0)? * 127.5)?
-            .round()?
-            .to_dtype(DType::U8)?
-            .flatten_all()?
-            .to_vec1()?;
-        Ok(Some(Rendered { rgb, width: size, height: size, unknown_words }))
+        let rgb = self.decode(&z)?;
+        Ok(Some(Rendered {
+            rgb,
+            width: lw * self.vae_factor(),
+            height: lh * self.vae_factor(),
+            latent: z,
+            unknown_words: tokens.unknown,
+            truncated: tokens.truncated,
+        }))
+    }
+
+    /// Decodes a scaled latent to 8-bit RGB, row-major.
+    pub fn decode(&self, latent: &Tensor) -> Result<Vec<u8>, PipelineError> {
+        let image = self.vae.decode(&(latent / self.vae.config().scaling_factor)?)?.to_dtype(DType::F32)?;
+        // [-1, 1] → [0, 1] → round(x · 255), as diffusers' `numpy_to_pil`.
+        let unit = ((image.squeeze(0)?.permute((1, 2, 0))? + 1.0)? / 2.0)?.clamp(0f32, 1f32)?;
+        Ok((unit * 255.0)?.round()?.to_dtype(DType::U8)?.flatten_all()?.to_vec1()?)
     }
 }

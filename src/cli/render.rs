@@ -1,0 +1,250 @@
+//! `latent-studio render`: one image from a prompt, optionally SDEdit from a picture.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use candle_core::{DType, Device, Tensor};
+
+use crate::core::samplers::{SamplerKind, SamplerOptions, StepView};
+use crate::core::{Guidance, PredictionType, TimestepSpacing};
+use crate::imageio::{read_png, write_png, Rgb};
+use crate::models::pipeline::{InitImage, LoadOptions, Pipeline, Request};
+
+/// Arguments of `render`.
+///
+/// Defaults follow the model, as diffusers does: the sampler named by the folder's
+/// `scheduler_config.json` (DDIM, with a notice, for classes we do not implement such as PNDM),
+/// 50 steps, guidance 7.5, size = UNet sample_size × VAE factor.
+#[derive(Debug, clap::Args)]
+pub struct RenderArgs {
+    /// A diffusers model folder (SD 1.x/2.x, or one written by `train`).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// What to draw.
+    #[arg(long)]
+    pub prompt: String,
+    /// What to steer away from.
+    #[arg(long, default_value = "")]
+    pub negative: String,
+    /// ddim, ddpm, euler, euler-a, heun, dpmpp-2m or lcm (default: the model's).
+    #[arg(long)]
+    pub sampler: Option<String>,
+    /// leading, trailing or linspace (default: the model's).
+    #[arg(long)]
+    pub spacing: Option<String>,
+    /// Karras sigmas (Euler, Heun, DPM-Solver++).
+    #[arg(long)]
+    pub karras: bool,
+    /// Inference steps.
+    #[arg(long, default_value_t = 50)]
+    pub steps: usize,
+    /// Classifier-free guidance scale (1 = off).
+    #[arg(long, default_value_t = 7.5)]
+    pub guidance: f64,
+    /// Guidance rescale phi in [0, 1].
+    #[arg(long, default_value_t = 0.0)]
+    pub guidance_rescale: f64,
+    /// DDIM eta.
+    #[arg(long, default_value_t = 0.0)]
+    pub eta: f64,
+    /// Seed of the starting noise.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Width in pixels (a multiple of the VAE factor).
+    #[arg(long)]
+    pub width: Option<usize>,
+    /// Height in pixels (a multiple of the VAE factor).
+    #[arg(long)]
+    pub height: Option<usize>,
+    /// SDEdit: start from this picture.
+    #[arg(long)]
+    pub init_image: Option<PathBuf>,
+    /// SDEdit strength in (0, 1].
+    #[arg(long, default_value_t = 0.75)]
+    pub strength: f64,
+    /// SDEdit mask: white = edit; averaged over each latent cell, cells ≥ 0.5 are edited.
+    #[arg(long, requires = "init_image")]
+    pub mask: Option<PathBuf>,
+    /// Starting noise: a safetensors file with one f32 tensor `latent` [1, C, H/f, W/f].
+    #[arg(long)]
+    pub init_latent: Option<PathBuf>,
+    /// Write the denoised latent (before the VAE scaling) in the same format.
+    #[arg(long)]
+    pub save_latent: Option<PathBuf>,
+    /// Compute dtype: f32 or f16.
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+    /// cpu (cuda:N and metal need a build with the `cuda` or `metal` feature).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Override the model's prediction type: eps or v.
+    #[arg(long)]
+    pub prediction_type: Option<String>,
+    /// The PNG to write.
+    #[arg(short, long)]
+    pub output: PathBuf,
+}
+
+/// Reads a `latent` tensor from a safetensors file.
+pub fn read_latent(path: &Path) -> anyhow::Result<Tensor> {
+    let mut tensors = candle_core::safetensors::load(path, &Device::Cpu)
+        .with_context(|| format!("reading {}", path.display()))?;
+    let latent =
+        tensors.remove("latent").with_context(|| format!("{}: no tensor named `latent`", path.display()))?;
+    if latent.rank() != 4 || latent.dim(0)? != 1 {
+        bail!("{}: `latent` must have shape [1, C, H, W], found {:?}", path.display(), latent.dims());
+    }
+    Ok(latent.to_dtype(DType::F32)?)
+}
+
+/// Writes `latent` as a safetensors file with one f32 tensor `latent`.
+pub fn write_latent(path: &Path, latent: &Tensor) -> anyhow::Result<()> {
+    let map = HashMap::from([("latent".to_string(), latent.to_dtype(DType::F32)?)]);
+    let tmp = path.with_extension("safetensors.tmp");
+    candle_core::safetensors::save(&map, &tmp).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+}
+
+/// `[1, 3, H, W]` in [-1, 1].
+fn image_tensor(image: &Rgb) -> anyhow::Result<Tensor> {
+    let data: Vec<f32> = image.data.iter().map(|&v| f32::from(v) / 127.5 - 1.0).collect();
+    Ok(Tensor::from_vec(data, (image.height, image.width, 3), &Device::Cpu)?
+        .permute((2, 0, 1))?
+        .unsqueeze(0)?)
+}
+
+/// A latent-resolution mask: the mean brightness of each `factor × factor` cell, ≥ 0.5 → 1.
+fn mask_tensor(mask: &Rgb, factor: usize) -> anyhow::Result<Tensor> {
+    let (lw, lh) = (mask.width / factor, mask.height / factor);
+    let mut cells = vec![0f32; lw * lh];
+    for (i, cell) in cells.iter_mut().enumerate() {
+        let (cx, cy) = (i % lw, i / lw);
+        let mut sum = 0.0;
+        for y in cy * factor..(cy + 1) * factor {
+            for x in cx * factor..(cx + 1) * factor {
+                let p = &mask.data[(y * mask.width + x) * 3..][..3];
+                sum += (f32::from(p[0]) + f32::from(p[1]) + f32::from(p[2])) / (3.0 * 255.0);
+            }
+        }
+        *cell = if sum / (factor * factor) as f32 >= 0.5 { 1.0 } else { 0.0 };
+    }
+    Ok(Tensor::from_vec(cells, (1, 1, lh, lw), &Device::Cpu)?)
+}
+
+/// Runs `render`.
+pub fn run(args: &RenderArgs) -> anyhow::Result<()> {
+    if args.device != "cpu" {
+        bail!(
+            "device {}: this build has CPU support only (build with --features cuda or metal)",
+            args.device
+        );
+    }
+    let dtype = match args.dtype.as_str() {
+        "f32" => DType::F32,
+        "f16" => DType::F16,
+        other => bail!("invalid dtype {other}: expected f32 or f16"),
+    };
+    let prediction_type = match args.prediction_type.as_deref() {
+        None => None,
+        Some("eps" | "epsilon") => Some(PredictionType::Epsilon),
+        Some("v" | "v_prediction") => Some(PredictionType::VPrediction),
+        Some(other) => bail!("invalid prediction type {other}: expected eps or v"),
+    };
+    let pipeline = Pipeline::load(&args.model, &LoadOptions { dtype, prediction_type })?;
+    let sampler = match &args.sampler {
+        Some(name) => SamplerKind::parse(name)?,
+        None => {
+            let (kind, notice) = pipeline.default_sampler();
+            if let Some(notice) = notice {
+                eprintln!("notice: {notice}");
+            }
+            kind
+        }
+    };
+    let size = match (args.width, args.height) {
+        (None, None) => None,
+        (w, h) => Some((w.unwrap_or(pipeline.image_size()), h.unwrap_or(pipeline.image_size()))),
+    };
+    let init_image = match &args.init_image {
+        None => None,
+        Some(path) => {
+            let image = read_png(path)?;
+            let mask = match &args.mask {
+                None => None,
+                Some(m) => {
+                    let mask = read_png(m)?;
+                    if (mask.width, mask.height) != (image.width, image.height) {
+                        bail!(
+                            "{}: the mask is {}x{}, the picture {}x{}",
+                            m.display(),
+                            mask.width,
+                            mask.height,
+                            image.width,
+                            image.height
+                        );
+                    }
+                    Some(mask_tensor(&mask, pipeline.vae_factor())?)
+                }
+            };
+            Some(InitImage { image: image_tensor(&image)?, strength: args.strength, mask })
+        }
+    };
+    let size = match (&init_image, size) {
+        (Some(init), None) => Some((init.image.dim(3)?, init.image.dim(2)?)),
+        (_, size) => size,
+    };
+    let request = Request {
+        prompt: args.prompt.clone(),
+        negative: args.negative.clone(),
+        sampler,
+        options: SamplerOptions {
+            spacing: args.spacing.as_deref().map(TimestepSpacing::parse).transpose()?,
+            karras: args.karras.then_some(true),
+            eta: args.eta,
+        },
+        steps: args.steps,
+        guidance: Guidance { scale: args.guidance, rescale: args.guidance_rescale, interval: None },
+        seed: args.seed,
+        size,
+        init_latent: args.init_latent.as_deref().map(read_latent).transpose()?,
+        init_image,
+    };
+    let tokens = pipeline.tokenize(&args.prompt);
+    if tokens.truncated {
+        eprintln!(
+            "warning: the prompt is longer than the text encoder's {} tokens and was truncated",
+            tokens.ids.len()
+        );
+    }
+    let progress = super::progress::Bar::new("render");
+    let mut callback = |v: &StepView<'_>| {
+        progress.update(v.index + 1, v.total);
+        std::ops::ControlFlow::Continue(())
+    };
+    let image = pipeline.render(&request, &mut callback)?.context("the render was stopped")?;
+    if !image.unknown_words.is_empty() {
+        eprintln!("warning: the model does not know: {}", image.unknown_words.join(", "));
+    }
+    if let Some(path) = &args.save_latent {
+        write_latent(path, &image.latent)?;
+    }
+    let negative = if args.negative.is_empty() {
+        String::new()
+    } else {
+        format!("\nNegative prompt: {}", args.negative)
+    };
+    let model = args.model.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let parameters = format!(
+        "{}{negative}\nSteps: {}, Sampler: {}, CFG scale: {}, Seed: {}, Size: {}x{}, Model: {model}",
+        args.prompt,
+        args.steps,
+        sampler.a1111_name(),
+        args.guidance,
+        args.seed,
+        image.width,
+        image.height
+    );
+    write_png(&args.output, &Rgb { width: image.width, height: image.height, data: image.rgb }, &parameters)?;
+    Ok(())
+}
