@@ -64,6 +64,7 @@ fn renders_match_diffusers_pixels() {
             size: None,
             init_latent: Some(latent),
             init_image: None,
+            prompt_to: None,
         };
         let ours =
             pipeline.render(&request, &mut |_: &StepView<'_>| ControlFlow::Continue(())).unwrap().unwrap();

@@ -66,6 +66,7 @@ fn a_short_run_writes_a_loadable_folder_and_resumes() {
         size: None,
         init_latent: None,
         init_image: None,
+        prompt_to: None,
     };
     let mut steps = 0;
     let image = pipeline

@@ -1,5 +1,7 @@
 //! The command line. With no subcommand it prints help (the studio window arrives later).
 
+mod interpolate;
+mod invert;
 mod progress;
 mod render;
 
@@ -29,6 +31,10 @@ pub enum Command {
     Train(TrainArgs),
     /// Render a prompt with a Stable Diffusion folder or the built-in model (`render --help`).
     Render(Box<render::RenderArgs>),
+    /// Invert a picture to DDIM starting noise (feeds `render --init-latent`); prints the round trip's PSNR.
+    Invert(Box<invert::InvertArgs>),
+    /// Render a strip of frames along a slerp between two noises, seeds or inverted pictures.
+    Interpolate(Box<interpolate::InterpolateArgs>),
 }
 
 /// Arguments of `train`.
@@ -89,6 +95,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Timesteps(args)) => timesteps(&args),
         Some(Command::Train(args)) => train(&args),
         Some(Command::Render(args)) => render::run(&args),
+        Some(Command::Invert(args)) => invert::run(&args),
+        Some(Command::Interpolate(args)) => interpolate::run(&args),
     }
 }
 

@@ -18,9 +18,9 @@ use crate::models::pipeline::{InitImage, LoadOptions, Pipeline, Request};
 /// 50 steps, guidance 7.5, size = UNet sample_size × VAE factor.
 #[derive(Debug, clap::Args)]
 pub struct RenderArgs {
-    /// A diffusers model folder (SD 1.x/2.x, or one written by `train`).
-    #[arg(long)]
-    pub model: PathBuf,
+    /// The model to load.
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// What to draw.
     #[arg(long)]
     pub prompt: String,
@@ -72,6 +72,17 @@ pub struct RenderArgs {
     /// Write the denoised latent (before the VAE scaling) in the same format.
     #[arg(long)]
     pub save_latent: Option<PathBuf>,
+    /// The PNG to write.
+    #[arg(short, long)]
+    pub output: PathBuf,
+}
+
+/// Which model to load and how; shared by `render`, `invert` and `interpolate`.
+#[derive(Debug, clap::Args)]
+pub struct ModelArgs {
+    /// A diffusers model folder (SD 1.x/2.x, or one written by `train`).
+    #[arg(long)]
+    pub model: PathBuf,
     /// Compute dtype: f32 or f16.
     #[arg(long, default_value = "f32")]
     pub dtype: String,
@@ -81,9 +92,35 @@ pub struct RenderArgs {
     /// Override the model's prediction type: eps or v.
     #[arg(long)]
     pub prediction_type: Option<String>,
-    /// The PNG to write.
-    #[arg(short, long)]
-    pub output: PathBuf,
+}
+
+impl ModelArgs {
+    /// Loads the model.
+    pub fn load(&self) -> anyhow::Result<Pipeline> {
+        if self.device != "cpu" {
+            bail!(
+                "device {}: this build has CPU support only (build with --features cuda or metal)",
+                self.device
+            );
+        }
+        let dtype = match self.dtype.as_str() {
+            "f32" => DType::F32,
+            "f16" => DType::F16,
+            other => bail!("invalid dtype {other}: expected f32 or f16"),
+        };
+        let prediction_type = match self.prediction_type.as_deref() {
+            None => None,
+            Some("eps" | "epsilon") => Some(PredictionType::Epsilon),
+            Some("v" | "v_prediction") => Some(PredictionType::VPrediction),
+            Some(other) => bail!("invalid prediction type {other}: expected eps or v"),
+        };
+        Ok(Pipeline::load(&self.model, &LoadOptions { dtype, prediction_type })?)
+    }
+
+    /// The model's name for PNG metadata.
+    pub fn name(&self) -> String {
+        self.model.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    }
 }
 
 /// Reads a `latent` tensor from a safetensors file.
@@ -107,7 +144,7 @@ pub fn write_latent(path: &Path, latent: &Tensor) -> anyhow::Result<()> {
 }
 
 /// `[1, 3, H, W]` in [-1, 1].
-fn image_tensor(image: &Rgb) -> anyhow::Result<Tensor> {
+pub fn image_tensor(image: &Rgb) -> anyhow::Result<Tensor> {
     let data: Vec<f32> = image.data.iter().map(|&v| f32::from(v) / 127.5 - 1.0).collect();
     Ok(Tensor::from_vec(data, (image.height, image.width, 3), &Device::Cpu)?
         .permute((2, 0, 1))?
@@ -134,24 +171,7 @@ fn mask_tensor(mask: &Rgb, factor: usize) -> anyhow::Result<Tensor> {
 
 /// Runs `render`.
 pub fn run(args: &RenderArgs) -> anyhow::Result<()> {
-    if args.device != "cpu" {
-        bail!(
-            "device {}: this build has CPU support only (build with --features cuda or metal)",
-            args.device
-        );
-    }
-    let dtype = match args.dtype.as_str() {
-        "f32" => DType::F32,
-        "f16" => DType::F16,
-        other => bail!("invalid dtype {other}: expected f32 or f16"),
-    };
-    let prediction_type = match args.prediction_type.as_deref() {
-        None => None,
-        Some("eps" | "epsilon") => Some(PredictionType::Epsilon),
-        Some("v" | "v_prediction") => Some(PredictionType::VPrediction),
-        Some(other) => bail!("invalid prediction type {other}: expected eps or v"),
-    };
-    let pipeline = Pipeline::load(&args.model, &LoadOptions { dtype, prediction_type })?;
+    let pipeline = args.model.load()?;
     let sampler = match &args.sampler {
         Some(name) => SamplerKind::parse(name)?,
         None => {
@@ -209,6 +229,7 @@ pub fn run(args: &RenderArgs) -> anyhow::Result<()> {
         size,
         init_latent: args.init_latent.as_deref().map(read_latent).transpose()?,
         init_image,
+        prompt_to: None,
     };
     let tokens = pipeline.tokenize(&args.prompt);
     if tokens.truncated {
@@ -234,7 +255,7 @@ pub fn run(args: &RenderArgs) -> anyhow::Result<()> {
     } else {
         format!("\nNegative prompt: {}", args.negative)
     };
-    let model = args.model.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let model = args.model.name();
     let parameters = format!(
         "{}{negative}\nSteps: {}, Sampler: {}, CFG scale: {}, Seed: {}, Size: {}x{}, Model: {model}",
         args.prompt,

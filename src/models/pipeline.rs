@@ -12,6 +12,8 @@ use super::clip_tokenizer::ClipTokenizer;
 use super::tokenizer::WordTokenizer;
 use super::unet::{UNet, UNetConfig};
 use super::vae::{Vae, VaeConfig};
+use crate::core::interpolate::lerp;
+use crate::core::inversion::DdimInverse;
 use crate::core::samplers::{SampleContext, SamplerKind, SamplerOptions, StepCallback};
 use crate::core::sdedit::{sdedit, SdEdit};
 use crate::core::SeededNoise;
@@ -214,6 +216,8 @@ pub struct Request {
     pub init_latent: Option<Tensor>,
     /// SDEdit from a picture.
     pub init_image: Option<InitImage>,
+    /// Interpolate the conditioning toward a second prompt: (prompt, t in [0, 1]).
+    pub prompt_to: Option<(String, f64)>,
 }
 
 /// A finished image.
@@ -341,6 +345,11 @@ impl Pipeline {
         }
     }
 
+    /// Channels of the latent.
+    pub fn latent_channels(&self) -> usize {
+        self.unet.config().in_channels
+    }
+
     /// Pixels per latent pixel along a side.
     pub fn vae_factor(&self) -> usize {
         self.vae.config().downscale()
@@ -385,7 +394,10 @@ impl Pipeline {
     ) -> Result<Option<Rendered>, PipelineError> {
         let (lw, lh) = self.latent_size(request.size)?;
         let tokens = self.tokenize(&request.prompt);
-        let cond = self.encode(&tokens)?;
+        let mut cond = self.encode(&tokens)?;
+        if let Some((other, t)) = &request.prompt_to {
+            cond = lerp(&cond, &self.encode(&self.tokenize(other))?, *t)?;
+        }
         let uncond = self.encode(&self.tokenize(&request.negative))?;
         let sampler = request.sampler.build(&self.scheduler, request.steps, &request.options)?;
         let mut network = UNetNetwork(&self.unet);
@@ -445,6 +457,35 @@ impl Pipeline {
             unknown_words: tokens.unknown,
             truncated: tokens.truncated,
         }))
+    }
+
+    /// Encodes a picture `[1, 3, H, W]` in [-1, 1] to a scaled latent (the distribution's mean).
+    pub fn encode_image(&self, image: &Tensor) -> Result<Tensor, PipelineError> {
+        let (_, _, h, w) = image.dims4()?;
+        self.latent_size(Some((w, h)))?;
+        Ok((self.vae.encode(&image.to_dtype(self.dtype)?)?.0 * self.vae.config().scaling_factor)?)
+    }
+
+    /// DDIM inversion of a scaled latent with the model's schedule: the unit-variance noise that
+    /// DDIM (eta = 0) with the same prompt, guidance and steps maps back to it.
+    pub fn invert(
+        &self,
+        latent: &Tensor,
+        prompt: &str,
+        guidance: Guidance,
+        steps: usize,
+        callback: &mut StepCallback<'_>,
+    ) -> Result<Option<Tensor>, PipelineError> {
+        let cond = self.encode(&self.tokenize(prompt))?;
+        let uncond = self.encode(&self.tokenize(""))?;
+        let inverse = DdimInverse::new(&self.scheduler, steps)?;
+        let mut network = UNetNetwork(&self.unet);
+        let mut denoiser = ModelDenoiser::new(
+            &mut network,
+            self.prediction,
+            Conditioning::Guided { cond, uncond, guidance },
+        )?;
+        Ok(inverse.invert(latent, &mut denoiser, callback)?.finished())
     }
 
     /// Decodes a scaled latent to 8-bit RGB, row-major.
