@@ -81,9 +81,12 @@ fn a_tensor_of_the_wrong_shape_is_named_with_both_shapes() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// A change to a UNet config.
+type ConfigEdit = fn(&mut serde_json::Value);
+
 #[test]
 fn unknown_sdxl_and_inpainting_unets_are_refused_by_name() {
-    let cases: [(&str, fn(&mut serde_json::Value), &str); 4] = [
+    let cases: [(&str, ConfigEdit, &str); 4] = [
         (
             "arch",
             |v| v["_class_name"] = "UNet3DConditionModel".into(),
