@@ -18,6 +18,9 @@ pub struct TokenizerError {
     pub reason: String,
 }
 
+/// OpenAI's BPE merges (`bpe_simple_vocab_16e6.txt.gz`, MIT, as shipped by open-clip-torch).
+const OPENAI_BPE_GZ: &[u8] = include_bytes!("../../assets/clip/bpe_simple_vocab_16e6.txt.gz");
+
 /// A CLIP BPE tokenizer.
 #[derive(Debug, Clone)]
 pub struct ClipTokenizer {
@@ -131,6 +134,39 @@ impl ClipTokenizer {
         Self::new(encoder, merges, &pad, max_len).map_err(|reason| error(dir, reason))
     }
 
+    /// OpenAI's CLIP vocabulary (49408 tokens), shipped with the studio for single-file
+    /// checkpoints, which carry no tokenizer. `pad_token` is `<|endoftext|>` for SD 1.x and `!`
+    /// for SD 2.x.
+    pub fn openai(pad_token: &str, max_len: usize) -> Result<Self, String> {
+        use std::io::Read;
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(OPENAI_BPE_GZ).read_to_string(&mut text).map_err(|e| e.to_string())?;
+        // As OpenAI's simple_tokenizer: skip the header, keep 49152 - 256 - 2 merges.
+        let merges: Vec<(String, String)> = text
+            .lines()
+            .skip(1)
+            .take(49152 - 256 - 2)
+            .filter_map(|l| l.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string())))
+            .collect();
+        // The byte characters in GPT-2's order: printable bytes first, then the others.
+        let map = bytes_to_unicode();
+        let printable = |b: u8| matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
+        let order = (0..=255u8).filter(|&b| printable(b)).chain((0..=255u8).filter(|&b| !printable(b)));
+        let bytes: Vec<char> = order.map(|b| map[b as usize]).collect();
+        let mut vocab: Vec<String> = bytes.iter().map(|c| c.to_string()).collect();
+        vocab.extend(bytes.iter().map(|c| format!("{c}</w>")));
+        vocab.extend(merges.iter().map(|(a, b)| format!("{a}{b}")));
+        vocab.push("<|startoftext|>".into());
+        vocab.push("<|endoftext|>".into());
+        let encoder = vocab.into_iter().enumerate().map(|(i, t)| (t, i as u32)).collect();
+        Self::new(encoder, merges, pad_token, max_len)
+    }
+
+    /// Number of ids.
+    pub fn vocab_size(&self) -> usize {
+        self.encoder.len()
+    }
+
     /// Ids per prompt.
     pub fn max_len(&self) -> usize {
         self.max_len
@@ -240,6 +276,14 @@ mod tests {
         let t = tiny();
         // "cat" → c a t</w> → ca t</w> → cat</w>; "cats" → ca t s</w>.
         assert_eq!(t.encode("Cat  cats").ids, vec![0, 10, 9, 5, 11, 1, 1, 1]);
+    }
+
+    #[test]
+    fn the_shipped_vocabulary_is_openai_clip() {
+        let t = ClipTokenizer::openai("<|endoftext|>", 77).unwrap();
+        assert_eq!(t.vocab_size(), 49408);
+        // Ids transformers' CLIPTokenizer gives for "a photo of a cat" with openai/clip-vit-large-patch14.
+        assert_eq!(&t.encode("a photo of a cat").ids[..7], &[49406, 320, 1125, 539, 320, 2368, 49407]);
     }
 
     #[test]

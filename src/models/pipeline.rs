@@ -115,6 +115,10 @@ pub const PICKLE_REFUSAL: &str = "pickled PyTorch weights (.ckpt, .pt, .pth, .bi
      loaded, so the studio does not open them; convert them to .safetensors first (for example with diffusers' \
      `StableDiffusionPipeline.from_single_file(...).save_pretrained(dir, safe_serialization=True)`)";
 
+fn weights_error(path: &Path, source: candle_core::Error) -> PipelineError {
+    PipelineError::Weights { path: path.into(), source }
+}
+
 fn load_weights<'a>(path: &Path, dtype: DType, device: &'a Device) -> Result<VarBuilder<'a>, PipelineError> {
     // SAFETY: the file is memory-mapped read-only; the studio never writes a model file while it
     // is loaded.
@@ -284,13 +288,11 @@ impl Pipeline {
     pub fn load(dir: &Path, options: &LoadOptions) -> Result<Self, PipelineError> {
         if dir.is_file() {
             let ext = dir.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
-            return Err(match ext.as_str() {
-                "ckpt" | "pt" | "pth" | "bin" => unsupported(dir, PICKLE_REFUSAL),
-                _ => unsupported(
-                    dir,
-                    "single-file checkpoints are not supported yet; give a diffusers model folder",
-                ),
-            });
+            return match ext.as_str() {
+                "safetensors" => Self::load_single_file(dir, options),
+                "ckpt" | "pt" | "pth" | "bin" => Err(unsupported(dir, PICKLE_REFUSAL)),
+                _ => Err(unsupported(dir, "expected a diffusers model folder or a .safetensors checkpoint")),
+            };
         }
         if !dir.join("model_index.json").exists() {
             return Err(unsupported(dir, "not a diffusers model folder: it has no model_index.json"));
@@ -325,6 +327,38 @@ impl Pipeline {
         let vae = Vae::new(&vae_config, load_weights(&vae_path, dtype, &device)?)
             .map_err(|source| PipelineError::Weights { path: vae_path, source })?;
         Ok(Self { tokenizer, text, unet, vae, scheduler, prediction, dtype, device })
+    }
+
+    /// Loads a single-file LDM checkpoint with the shipped CLIP vocabulary.
+    fn load_single_file(path: &Path, options: &LoadOptions) -> Result<Self, PipelineError> {
+        let device = Device::Cpu;
+        let c = super::single_file::convert(path, options.dtype, &device)?;
+        let pad = match c.generation {
+            super::single_file::Generation::Sd1 => "<|endoftext|>",
+            super::single_file::Generation::Sd2 => "!",
+        };
+        let tokenizer = ClipTokenizer::openai(pad, c.text.max_position_embeddings)
+            .map_err(|reason| unsupported(path, reason))?;
+        if tokenizer.vocab_size() != c.text.vocab_size {
+            return Err(unsupported(
+                path,
+                format!(
+                    "the text encoder has {} tokens but the CLIP vocabulary has {}; use a diffusers folder with its tokenizer",
+                    c.text.vocab_size,
+                    tokenizer.vocab_size()
+                ),
+            ));
+        }
+        Ok(Self {
+            tokenizer: PromptTokenizer::Clip(Box::new(tokenizer)),
+            text: ClipTextModel::new(&c.text, c.text_weights).map_err(|e| weights_error(path, e))?,
+            unet: UNet::new(&c.unet, c.unet_weights).map_err(|e| weights_error(path, e))?,
+            vae: Vae::new(&c.vae, c.vae_weights).map_err(|e| weights_error(path, e))?,
+            scheduler: c.scheduler,
+            prediction: options.prediction_type.unwrap_or(c.prediction),
+            dtype: options.dtype,
+            device: Device::Cpu,
+        })
     }
 
     /// The model's scheduler config.

@@ -1,0 +1,101 @@
+//! Single-file LDM checkpoints: a tiny SD 1.x checkpoint in the original key layout
+//! (`tests/fixtures/single_file/make_fixture.py`) renders as diffusers' `from_single_file` does,
+//! the shipped CLIP vocabulary tokenizes as transformers does, and SDXL and inpainting files are
+//! refused by name.
+
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use latent_studio::core::samplers::{SamplerKind, StepView};
+use latent_studio::core::Guidance;
+use latent_studio::imageio::read_png;
+use latent_studio::models::clip_tokenizer::ClipTokenizer;
+use latent_studio::models::pipeline::{LoadOptions, Pipeline, Request};
+use serde_json::Value;
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/single_file")
+}
+
+fn cases() -> Value {
+    serde_json::from_str(&std::fs::read_to_string(fixture().join("cases.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn the_shipped_clip_vocabulary_matches_transformers() {
+    let tokenizer = ClipTokenizer::openai("<|endoftext|>", 77).unwrap();
+    for case in cases()["tokens"].as_array().unwrap() {
+        let want: Vec<u32> = serde_json::from_value(case["ids"].clone()).unwrap();
+        assert_eq!(tokenizer.encode(case["prompt"].as_str().unwrap()).ids, want, "{}", case["prompt"]);
+    }
+}
+
+#[test]
+fn a_single_file_checkpoint_renders_as_diffusers_from_single_file() {
+    let pipeline = Pipeline::load(&fixture().join("tiny_sd1.safetensors"), &LoadOptions::default()).unwrap();
+    for case in cases()["cases"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let latent =
+            candle_core::safetensors::load(fixture().join(format!("{name}.safetensors")), &Device::Cpu)
+                .unwrap()
+                .remove("latent")
+                .unwrap();
+        let request = Request {
+            prompt: case["prompt"].as_str().unwrap().into(),
+            negative: String::new(),
+            sampler: SamplerKind::Ddim,
+            options: Default::default(),
+            steps: case["steps"].as_u64().unwrap() as usize,
+            guidance: Guidance { scale: case["guidance"].as_f64().unwrap(), ..Guidance::none() },
+            seed: 0,
+            size: Some((16, 16)),
+            init_latent: Some(latent),
+            init_image: None,
+            prompt_to: None,
+        };
+        let ours =
+            pipeline.render(&request, &mut |_: &StepView<'_>| ControlFlow::Continue(())).unwrap().unwrap();
+        let theirs = read_png(&fixture().join(format!("{name}.png"))).unwrap();
+        let diffs: Vec<f64> =
+            ours.rgb.iter().zip(&theirs.data).map(|(&a, &b)| (f64::from(a) - f64::from(b)).abs()).collect();
+        let mean = diffs.iter().sum::<f64>() / diffs.len() as f64;
+        let max = diffs.iter().copied().fold(0.0, f64::max);
+        assert!(mean <= 0.5 && max <= 4.0, "{name}: mean abs diff {mean}, max {max}");
+    }
+}
+
+fn write_checkpoint(name: &str, tensors: &[(&str, &[usize])]) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("latent-studio-{name}-{}.safetensors", std::process::id()));
+    let map: HashMap<String, Tensor> = tensors
+        .iter()
+        .map(|(k, shape)| (k.to_string(), Tensor::zeros(*shape, DType::F16, &Device::Cpu).unwrap()))
+        .collect();
+    candle_core::safetensors::save(&map, &path).unwrap();
+    path
+}
+
+fn load_error(path: &Path) -> String {
+    let err = Pipeline::load(path, &LoadOptions::default()).err().expect("loaded").to_string();
+    std::fs::remove_file(path).unwrap();
+    err
+}
+
+#[test]
+fn sdxl_inpainting_and_foreign_files_are_refused_by_name() {
+    let sdxl = write_checkpoint(
+        "sdxl",
+        &[
+            ("conditioner.embedders.0.transformer.text_model.embeddings.token_embedding.weight", &[8, 4]),
+            ("model.diffusion_model.input_blocks.0.0.weight", &[8, 4, 3, 3]),
+        ],
+    );
+    assert!(load_error(&sdxl).contains("SDXL"));
+    let inpaint =
+        write_checkpoint("inpaint", &[("model.diffusion_model.input_blocks.0.0.weight", &[8, 9, 3, 3])]);
+    assert!(load_error(&inpaint).contains("inpainting"));
+    let other = write_checkpoint("other", &[("encoder.weight", &[2, 2])]);
+    let err = load_error(&other);
+    assert!(err.contains("not a Stable Diffusion checkpoint"), "{err}");
+}
