@@ -165,7 +165,8 @@ fn unet_name(key: &str, layers: usize) -> Option<String> {
     }
     if let Some(s) = key.strip_prefix("input_blocks.") {
         let (i, j, rest) = two_indices(s)?;
-        let (b, l) = ((i - 1) / per, (i - 1) % per);
+        let i = i.checked_sub(1)?;
+        let (b, l) = (i / per, i % per);
         return Some(if let Some(tail) = rest.strip_prefix("op.") {
             format!("down_blocks.{b}.downsamplers.0.conv.{tail}")
         } else if j == 0 {
@@ -283,6 +284,14 @@ fn dims(file: &MmapedSafetensors, key: &str, path: &Path) -> Result<Vec<usize>, 
         .map_err(|_| unsupported(path, format!("not a Stable Diffusion checkpoint: it has no tensor {key}")))
 }
 
+/// Dimension `index` of tensor `key`, or an error naming the tensor.
+fn dim(file: &MmapedSafetensors, key: &str, index: usize, path: &Path) -> Result<usize, PipelineError> {
+    let d = dims(file, key, path)?;
+    d.get(index)
+        .copied()
+        .ok_or_else(|| unsupported(path, format!("tensor {key} has shape {d:?}, too few dimensions")))
+}
+
 /// Reads a single-file checkpoint.
 pub fn convert<'a>(path: &Path, dtype: DType, device: &'a Device) -> Result<Converted<'a>, PipelineError> {
     // SAFETY: the file is memory-mapped read-only and not written while loaded.
@@ -297,8 +306,8 @@ pub fn convert<'a>(path: &Path, dtype: DType, device: &'a Device) -> Result<Conv
         ));
     }
     const UNET: &str = "model.diffusion_model.";
-    let conv_in = dims(&file, &format!("{UNET}input_blocks.0.0.weight"), path)?;
-    if conv_in.get(1) == Some(&9) {
+    let in_channels = dim(&file, &format!("{UNET}input_blocks.0.0.weight"), 1, path)?;
+    if in_channels == 9 {
         return Err(unsupported(
             path,
             "this is an inpainting checkpoint (9 input channels); use a regular one",
@@ -327,15 +336,19 @@ pub fn convert<'a>(path: &Path, dtype: DType, device: &'a Device) -> Result<Conv
     let mut cross = Vec::new();
     for b in 0..levels {
         let first = 1 + b * (layers + 1);
-        block_out_channels
-            .push(dims(&file, &format!("{UNET}input_blocks.{first}.0.out_layers.3.weight"), path)?[0]);
+        block_out_channels.push(dim(
+            &file,
+            &format!("{UNET}input_blocks.{first}.0.out_layers.3.weight"),
+            0,
+            path,
+        )?);
         cross.push(keys.iter().any(|k| k.starts_with(&format!("{UNET}input_blocks.{first}.1."))));
     }
     let context_key = keys
         .iter()
         .find(|k| k.starts_with(UNET) && k.ends_with("attn2.to_k.weight"))
         .ok_or_else(|| unsupported(path, "the UNet has no cross-attention"))?;
-    let context_dim = dims(&file, context_key, path)?[1];
+    let context_dim = dim(&file, context_key, 1, path)?;
     let linear_projection = keys
         .iter()
         .find(|k| k.starts_with(UNET) && k.ends_with("proj_in.weight"))
@@ -355,8 +368,8 @@ pub fn convert<'a>(path: &Path, dtype: DType, device: &'a Device) -> Result<Conv
     let up_types =
         cross.iter().rev().map(|&c| if c { "CrossAttnUpBlock2D" } else { "UpBlock2D" }.to_string()).collect();
     let unet = UNetConfig {
-        in_channels: conv_in[1],
-        out_channels: dims(&file, &format!("{UNET}out.2.weight"), path)?[0],
+        in_channels,
+        out_channels: dim(&file, &format!("{UNET}out.2.weight"), 0, path)?,
         block_out_channels,
         down_block_types: down_types,
         up_block_types: up_types,
@@ -385,10 +398,10 @@ pub fn convert<'a>(path: &Path, dtype: DType, device: &'a Device) -> Result<Conv
         .map_or(0, |m| m + 1);
     let vae = VaeConfig {
         block_out_channels: (0..vae_levels)
-            .map(|i| dims(&file, &format!("{VAE}encoder.down.{i}.block.0.conv1.weight"), path).map(|d| d[0]))
+            .map(|i| dim(&file, &format!("{VAE}encoder.down.{i}.block.0.conv1.weight"), 0, path))
             .collect::<Result<_, _>>()?,
         layers_per_block: vae_layers,
-        latent_channels: dims(&file, &format!("{VAE}decoder.conv_in.weight"), path)?[1],
+        latent_channels: dim(&file, &format!("{VAE}decoder.conv_in.weight"), 1, path)?,
         ..VaeConfig::default()
     };
 
@@ -408,7 +421,7 @@ pub fn convert<'a>(path: &Path, dtype: DType, device: &'a Device) -> Result<Conv
             ("cond_stage_model.model.", "cond_stage_model.model.token_embedding.weight".to_string())
         }
     };
-    let token = dims(&file, &token_key, path)?;
+    let (vocab_size, hidden) = (dim(&file, &token_key, 0, path)?, dim(&file, &token_key, 1, path)?);
     let text_layers = keys
         .iter()
         .filter_map(|k| {
@@ -431,17 +444,17 @@ pub fn convert<'a>(path: &Path, dtype: DType, device: &'a Device) -> Result<Conv
         ),
     };
     let text = ClipTextConfig {
-        vocab_size: token[0],
-        hidden_size: token[1],
-        intermediate_size: dims(&file, &fc1_key, path)?[0],
+        vocab_size,
+        hidden_size: hidden,
+        intermediate_size: dim(&file, &fc1_key, 0, path)?,
         // SD 2.x conditions on the penultimate layer of OpenCLIP.
         num_hidden_layers: if generation == Generation::Sd2 {
             text_layers.saturating_sub(1)
         } else {
             text_layers
         },
-        num_attention_heads: (token[1] / 64).max(1),
-        max_position_embeddings: dims(&file, &pos_key, path)?[0],
+        num_attention_heads: (hidden / 64).max(1),
+        max_position_embeddings: dim(&file, &pos_key, 0, path)?,
         hidden_act: if generation == Generation::Sd2 { "gelu" } else { "quick_gelu" }.into(),
         layer_norm_eps: 1e-5,
     };
