@@ -6,7 +6,7 @@
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device};
+use candle_core::Device;
 use latent_studio::core::samplers::{SamplerKind, StepView};
 use latent_studio::core::{Guidance, PredictionType};
 use latent_studio::imageio::read_png;
@@ -43,9 +43,11 @@ fn renders_match_diffusers_pixels() {
         let name = case["name"].as_str().unwrap();
         let prediction_type =
             case.get("prediction_type").map(|p| PredictionType::parse(p.as_str().unwrap()).unwrap());
-        let pipeline =
-            Pipeline::load(&fixture().join("model"), &LoadOptions { dtype: DType::F32, prediction_type })
-                .unwrap();
+        let pipeline = Pipeline::load(
+            &fixture().join("model"),
+            &LoadOptions { prediction_type, ..LoadOptions::default() },
+        )
+        .unwrap();
         let latent = candle_core::safetensors::load(
             fixture().join(format!("renders/{name}.safetensors")),
             &Device::Cpu,

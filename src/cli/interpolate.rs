@@ -40,12 +40,12 @@ pub struct InterpolateArgs {
     /// ddim (deterministic, the default), or another sampler.
     #[arg(long, default_value = "ddim")]
     pub sampler: String,
-    /// Inference steps.
-    #[arg(long, default_value_t = 50)]
-    pub steps: usize,
-    /// Classifier-free guidance scale.
-    #[arg(long, default_value_t = 7.5)]
-    pub guidance: f64,
+    /// Inference steps (default: the model's).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Classifier-free guidance scale (default: the model's).
+    #[arg(long)]
+    pub guidance: Option<f64>,
     /// Width in pixels.
     #[arg(long)]
     pub width: Option<usize>,
@@ -61,7 +61,8 @@ pub struct InterpolateArgs {
 fn endpoint(
     spec: &str,
     pipeline: &Pipeline,
-    args: &InterpolateArgs,
+    prompt: &str,
+    steps: usize,
     size: (usize, usize),
 ) -> anyhow::Result<Tensor> {
     if let Some(seed) = spec.strip_prefix("seed:") {
@@ -78,7 +79,7 @@ fn endpoint(
         Some("safetensors") => read_latent(path),
         Some("png") => {
             let image = read_png(path)?;
-            invert_image(pipeline, &image, &args.prompt, 1.0, args.steps)
+            invert_image(pipeline, &image, prompt, 1.0, steps)
         }
         _ => bail!("endpoint {spec}: expected seed:N, a .safetensors noise file or a .png picture"),
     }
@@ -90,10 +91,13 @@ pub fn run(args: &InterpolateArgs) -> anyhow::Result<()> {
         bail!("invalid frames = {}: a strip needs at least its two endpoints", args.frames);
     }
     let pipeline = args.model.load()?;
+    let steps = args.steps.unwrap_or(pipeline.defaults().steps);
+    let guidance = args.guidance.unwrap_or(pipeline.defaults().guidance);
     let sampler = SamplerKind::parse(&args.sampler)?;
     let default = pipeline.image_size();
     let size = (args.width.unwrap_or(default), args.height.unwrap_or(default));
-    let (a, b) = (endpoint(&args.from, &pipeline, args, size)?, endpoint(&args.to, &pipeline, args, size)?);
+    let a = endpoint(&args.from, &pipeline, &args.prompt, steps, size)?;
+    let b = endpoint(&args.to, &pipeline, &args.prompt, steps, size)?;
     let bar = Bar::new("interpolate");
     let mut frames = Vec::with_capacity(args.frames);
     for i in 0..args.frames {
@@ -103,8 +107,8 @@ pub fn run(args: &InterpolateArgs) -> anyhow::Result<()> {
             negative: String::new(),
             sampler,
             options: Default::default(),
-            steps: args.steps,
-            guidance: Guidance { scale: args.guidance, ..Guidance::none() },
+            steps,
+            guidance: Guidance { scale: guidance, ..Guidance::none() },
             seed: 0,
             size: Some(size),
             init_latent: Some(slerp(&a, &b, t)?),
@@ -127,9 +131,9 @@ pub fn run(args: &InterpolateArgs) -> anyhow::Result<()> {
             let parameters = format!(
                 "{}\nSteps: {}, Sampler: {}, CFG scale: {}, Frame: {i}",
                 args.prompt,
-                args.steps,
+                steps,
                 sampler.a1111_name(),
-                args.guidance
+                guidance
             );
             write_png(&args.output.join(format!("frame_{i:04}.png")), frame, &parameters)?;
         }

@@ -36,12 +36,12 @@ pub struct RenderArgs {
     /// Karras sigmas (Euler, Heun, DPM-Solver++).
     #[arg(long)]
     pub karras: bool,
-    /// Inference steps.
-    #[arg(long, default_value_t = 50)]
-    pub steps: usize,
-    /// Classifier-free guidance scale (1 = off).
-    #[arg(long, default_value_t = 7.5)]
-    pub guidance: f64,
+    /// Inference steps (default: the model's; 50 for Stable Diffusion).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Classifier-free guidance scale, 1 = off (default: the model's; 7.5 for Stable Diffusion).
+    #[arg(long)]
+    pub guidance: Option<f64>,
     /// Guidance rescale phi in [0, 1].
     #[arg(long, default_value_t = 0.0)]
     pub guidance_rescale: f64,
@@ -80,13 +80,14 @@ pub struct RenderArgs {
 /// Which model to load and how; shared by `render`, `invert` and `interpolate`.
 #[derive(Debug, clap::Args)]
 pub struct ModelArgs {
-    /// A diffusers model folder (SD 1.x/2.x, or one written by `train`).
-    #[arg(long)]
+    /// `builtin`, a diffusers model folder (SD 1.x/2.x, or one written by `train`), or a
+    /// single-file `.safetensors` checkpoint.
+    #[arg(long, default_value = "builtin")]
     pub model: PathBuf,
     /// Compute dtype: f32 or f16.
     #[arg(long, default_value = "f32")]
     pub dtype: String,
-    /// cpu (cuda:N and metal need a build with the `cuda` or `metal` feature).
+    /// cpu, cuda:N or metal (the GPU ones need a build with `--features cuda` or `metal`).
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Override the model's prediction type: eps or v.
@@ -97,12 +98,17 @@ pub struct ModelArgs {
 impl ModelArgs {
     /// Loads the model.
     pub fn load(&self) -> anyhow::Result<Pipeline> {
-        if self.device != "cpu" {
-            bail!(
-                "device {}: this build has CPU support only (build with --features cuda or metal)",
-                self.device
-            );
-        }
+        let device = match self.device.as_str() {
+            "cpu" => Device::Cpu,
+            "metal" => {
+                Device::new_metal(0).context("device metal (this needs a build with --features metal)")?
+            }
+            other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
+                Some(Ok(n)) => Device::new_cuda(n)
+                    .with_context(|| format!("device {other} (this needs a build with --features cuda)"))?,
+                _ => bail!("invalid device {other}: expected cpu, cuda:N or metal"),
+            },
+        };
         let dtype = match self.dtype.as_str() {
             "f32" => DType::F32,
             "f16" => DType::F16,
@@ -114,13 +120,26 @@ impl ModelArgs {
             Some("v" | "v_prediction") => Some(PredictionType::VPrediction),
             Some(other) => bail!("invalid prediction type {other}: expected eps or v"),
         };
-        Ok(Pipeline::load(&self.model, &LoadOptions { dtype, prediction_type })?)
+        let path = if self.model.as_os_str() == "builtin" { builtin_model_dir() } else { self.model.clone() };
+        if !path.exists() && self.model.as_os_str() == "builtin" {
+            bail!(
+                "the built-in model is not in {} yet: train it with `latent-studio train --out {}`",
+                path.display(),
+                path.display()
+            );
+        }
+        Ok(Pipeline::load(&path, &LoadOptions { dtype, device, prediction_type })?)
     }
 
     /// The model's name for PNG metadata.
     pub fn name(&self) -> String {
         self.model.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
     }
+}
+
+/// Where the built-in model lives: `assets/builtin` in the source tree.
+pub fn builtin_model_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("assets").join("builtin")
 }
 
 /// Reads a `latent` tensor from a safetensors file.
@@ -172,6 +191,8 @@ fn mask_tensor(mask: &Rgb, factor: usize) -> anyhow::Result<Tensor> {
 /// Runs `render`.
 pub fn run(args: &RenderArgs) -> anyhow::Result<()> {
     let pipeline = args.model.load()?;
+    let steps = args.steps.unwrap_or(pipeline.defaults().steps);
+    let guidance = args.guidance.unwrap_or(pipeline.defaults().guidance);
     let sampler = match &args.sampler {
         Some(name) => SamplerKind::parse(name)?,
         None => {
@@ -223,8 +244,8 @@ pub fn run(args: &RenderArgs) -> anyhow::Result<()> {
             karras: args.karras.then_some(true),
             eta: args.eta,
         },
-        steps: args.steps,
-        guidance: Guidance { scale: args.guidance, rescale: args.guidance_rescale, interval: None },
+        steps,
+        guidance: Guidance { scale: guidance, rescale: args.guidance_rescale, interval: None },
         seed: args.seed,
         size,
         init_latent: args.init_latent.as_deref().map(read_latent).transpose()?,
@@ -259,9 +280,9 @@ pub fn run(args: &RenderArgs) -> anyhow::Result<()> {
     let parameters = format!(
         "{}{negative}\nSteps: {}, Sampler: {}, CFG scale: {}, Seed: {}, Size: {}x{}, Model: {model}",
         args.prompt,
-        args.steps,
+        steps,
         sampler.a1111_name(),
-        args.guidance,
+        guidance,
         args.seed,
         image.width,
         image.height

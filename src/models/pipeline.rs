@@ -77,19 +77,43 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, PipelineE
 }
 
 /// How to load a model.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct LoadOptions {
     /// Compute dtype: f32 (default on CPU) or f16.
     pub dtype: DType,
+    /// Where to compute: the CPU, or a CUDA or Metal device in builds with those features.
+    pub device: Device,
     /// Override of the scheduler config's prediction type.
     pub prediction_type: Option<PredictionType>,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { dtype: DType::F32, prediction_type: None }
+        Self { dtype: DType::F32, device: Device::Cpu, prediction_type: None }
     }
 }
+
+/// Render defaults a model folder may store in `latent_studio.json` (the built-in model does);
+/// Stable Diffusion folders get diffusers' defaults.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct ModelDefaults {
+    /// The sampler's command-line name; `None` = the scheduler config's class.
+    pub sampler: Option<String>,
+    /// Inference steps.
+    pub steps: usize,
+    /// Guidance scale.
+    pub guidance: f64,
+}
+
+impl Default for ModelDefaults {
+    fn default() -> Self {
+        Self { sampler: None, steps: 50, guidance: 7.5 }
+    }
+}
+
+/// The file a model folder's [`ModelDefaults`] live in.
+pub const DEFAULTS_FILE: &str = "latent_studio.json";
 
 /// The weights file of a component: `base.safetensors`, or its `.fp16` variant (preferred when
 /// computing in f16, used when it is the only one). Pickled weights are refused.
@@ -182,6 +206,7 @@ pub struct Pipeline {
     vae: Vae,
     scheduler: SchedulerConfig,
     prediction: PredictionType,
+    defaults: ModelDefaults,
     dtype: DType,
     device: Device,
 }
@@ -302,7 +327,10 @@ impl Pipeline {
                 return Err(unsupported(&dir.join(part), "this component folder is missing"));
             }
         }
-        let (dtype, device) = (options.dtype, Device::Cpu);
+        let (dtype, device) = (options.dtype, options.device.clone());
+        let defaults_path = dir.join(DEFAULTS_FILE);
+        let defaults =
+            if defaults_path.exists() { read_json(&defaults_path)? } else { ModelDefaults::default() };
         let unet_config_path = dir.join("unet/config.json");
         let raw: serde_json::Value = read_json(&unet_config_path)?;
         check_unet(&unet_config_path, &raw)?;
@@ -326,13 +354,12 @@ impl Pipeline {
         let vae_path = weights_file(&dir.join("vae"), "diffusion_pytorch_model", dtype)?;
         let vae = Vae::new(&vae_config, load_weights(&vae_path, dtype, &device)?)
             .map_err(|source| PipelineError::Weights { path: vae_path, source })?;
-        Ok(Self { tokenizer, text, unet, vae, scheduler, prediction, dtype, device })
+        Ok(Self { tokenizer, text, unet, vae, scheduler, prediction, defaults, dtype, device })
     }
 
     /// Loads a single-file LDM checkpoint with the shipped CLIP vocabulary.
     fn load_single_file(path: &Path, options: &LoadOptions) -> Result<Self, PipelineError> {
-        let device = Device::Cpu;
-        let c = super::single_file::convert(path, options.dtype, &device)?;
+        let c = super::single_file::convert(path, options.dtype, &options.device)?;
         let pad = match c.generation {
             super::single_file::Generation::Sd1 => "<|endoftext|>",
             super::single_file::Generation::Sd2 => "!",
@@ -357,8 +384,14 @@ impl Pipeline {
             scheduler: c.scheduler,
             prediction: options.prediction_type.unwrap_or(c.prediction),
             dtype: options.dtype,
-            device: Device::Cpu,
+            defaults: ModelDefaults::default(),
+            device: options.device.clone(),
         })
+    }
+
+    /// The model's render defaults.
+    pub fn defaults(&self) -> &ModelDefaults {
+        &self.defaults
     }
 
     /// The model's scheduler config.
@@ -369,6 +402,9 @@ impl Pipeline {
     /// The sampler the model's scheduler config names, or DDIM with a notice for classes we do
     /// not implement (such as PNDM), as the studio's default.
     pub fn default_sampler(&self) -> (SamplerKind, Option<String>) {
+        if let Some(kind) = self.defaults.sampler.as_deref().and_then(|s| SamplerKind::parse(s).ok()) {
+            return (kind, None);
+        }
         let class = self.scheduler.class_name.as_deref().unwrap_or("DDIMScheduler");
         match SamplerKind::from_class_name(class) {
             Some(kind) => (kind, None),
@@ -447,7 +483,7 @@ impl Pipeline {
                     reason: format!("this model and size need {shape:?}"),
                 })
             }
-            Some(latent) => latent.to_dtype(self.dtype)?,
+            Some(latent) => latent.to_device(&self.device)?.to_dtype(self.dtype)?,
             None => SeededNoise::new(request.seed).tensor(&shape, self.dtype, &self.device)?,
         };
         let mut step_noise = SeededNoise::new(request.seed.wrapping_add(1));
@@ -468,7 +504,7 @@ impl Pipeline {
                         ),
                     });
                 }
-                let guide = (self.vae.encode(&init.image.to_dtype(self.dtype)?)?.0
+                let guide = (self.vae.encode(&init.image.to_device(&self.device)?.to_dtype(self.dtype)?)?.0
                     * self.vae.config().scaling_factor)?;
                 let edit = SdEdit {
                     guide: &guide,
@@ -497,7 +533,8 @@ impl Pipeline {
     pub fn encode_image(&self, image: &Tensor) -> Result<Tensor, PipelineError> {
         let (_, _, h, w) = image.dims4()?;
         self.latent_size(Some((w, h)))?;
-        Ok((self.vae.encode(&image.to_dtype(self.dtype)?)?.0 * self.vae.config().scaling_factor)?)
+        let image = image.to_device(&self.device)?.to_dtype(self.dtype)?;
+        Ok((self.vae.encode(&image)?.0 * self.vae.config().scaling_factor)?)
     }
 
     /// DDIM inversion of a scaled latent with the model's schedule: the unit-variance noise that
@@ -524,7 +561,11 @@ impl Pipeline {
 
     /// Decodes a scaled latent to 8-bit RGB, row-major.
     pub fn decode(&self, latent: &Tensor) -> Result<Vec<u8>, PipelineError> {
-        let image = self.vae.decode(&(latent / self.vae.config().scaling_factor)?)?.to_dtype(DType::F32)?;
+        let image = self
+            .vae
+            .decode(&(latent / self.vae.config().scaling_factor)?)?
+            .to_dtype(DType::F32)?
+            .to_device(&Device::Cpu)?;
         // [-1, 1] → [0, 1] → round(x · 255), as diffusers' `numpy_to_pil`.
         let unit = ((image.squeeze(0)?.permute((1, 2, 0))? + 1.0)? / 2.0)?.clamp(0f32, 1f32)?;
         Ok((unit * 255.0)?.round()?.to_dtype(DType::U8)?.flatten_all()?.to_vec1()?)

@@ -5,6 +5,7 @@
 
 use crate::core::SchedulerConfig;
 use crate::models::clip::ClipTextConfig;
+use crate::models::pipeline::ModelDefaults;
 use crate::models::unet::{HeadCount, UNetConfig};
 use crate::models::vae::VaeConfig;
 
@@ -71,4 +72,10 @@ pub fn scheduler_config() -> SchedulerConfig {
         prediction_type: Some("epsilon".into()),
         ..SchedulerConfig::stable_diffusion()
     }
+}
+
+/// What `render` and the studio use unless told otherwise: few DDIM steps (trailing spacing
+/// starts them at pure noise), moderate guidance.
+pub fn model_defaults() -> ModelDefaults {
+    ModelDefaults { sampler: Some("ddim".into()), steps: 20, guidance: 5.0 }
 }

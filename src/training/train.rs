@@ -10,11 +10,14 @@ use candle_core::{DType, Device, Tensor, Var, D};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 
-use super::builtin::{scheduler_config, text_config, unet_config, vae_config, IMAGE_SIZE, MAX_TOKENS};
+use super::builtin::{
+    model_defaults, scheduler_config, text_config, unet_config, vae_config, IMAGE_SIZE, MAX_TOKENS,
+};
 use crate::core::NoiseSchedule;
 use crate::dataset::scenes::scene;
 use crate::dataset::vocabulary::WORDS;
 use crate::models::clip::ClipTextModel;
+use crate::models::pipeline::DEFAULTS_FILE;
 use crate::models::tokenizer::{WordTokenizer, PAD_ID};
 use crate::models::unet::UNet;
 use crate::models::vae::Vae;
@@ -139,6 +142,7 @@ fn write_configs(out: &Path, tokenizer: &WordTokenizer, scaling_factor: f64) -> 
     write_json(&out.join("text_encoder/config.json"), &text_config(tokenizer.vocab_size()))?;
     write_json(&out.join("tokenizer/tokenizer.json"), &tokenizer.to_json())?;
     write_json(&out.join("scheduler/scheduler_config.json"), &scheduler_config())?;
+    write_json(&out.join(DEFAULTS_FILE), &model_defaults())?;
     write_json(
         &out.join("model_index.json"),
         &serde_json::json!({
