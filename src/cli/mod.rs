@@ -1,5 +1,6 @@
 //! The command line. With no subcommand it prints help (the studio window arrives later).
 
+mod bench;
 mod interpolate;
 mod invert;
 mod progress;
@@ -35,6 +36,8 @@ pub enum Command {
     Invert(Box<invert::InvertArgs>),
     /// Render a strip of frames along a slerp between two noises, seeds or inverted pictures.
     Interpolate(Box<interpolate::InterpolateArgs>),
+    /// Time the networks and kernels; prints one JSON object per line.
+    Bench(bench::BenchArgs),
 }
 
 /// Arguments of `train`.
@@ -97,6 +100,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Render(args)) => render::run(&args),
         Some(Command::Invert(args)) => invert::run(&args),
         Some(Command::Interpolate(args)) => interpolate::run(&args),
+        Some(Command::Bench(args)) => bench::run(&args),
     }
 }
 
