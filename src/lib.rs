@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod core;
 pub mod dataset;
+pub mod engine;
 pub mod imageio;
 pub mod models;
 pub mod training;
