@@ -36,15 +36,25 @@ pub trait Work: Send + 'static {
 
 /// What a job yields.
 #[derive(Debug, Clone)]
-pub struct Finished {
-    /// RGB, row-major, 8 bits per channel.
-    pub rgb: Vec<u8>,
-    /// Width in pixels.
-    pub width: usize,
-    /// Height in pixels.
-    pub height: usize,
-    /// The final latent, when the job has one.
-    pub latent: Option<Tensor>,
+pub enum Finished {
+    /// A picture.
+    Image {
+        /// RGB, row-major, 8 bits per channel.
+        rgb: Vec<u8>,
+        /// Width in pixels.
+        width: usize,
+        /// Height in pixels.
+        height: usize,
+        /// The final latent, when the job has one.
+        latent: Option<Tensor>,
+    },
+    /// A model is loaded: the one `Progress` previews now come from.
+    ModelLoaded {
+        /// Its name (folder or file name).
+        name: String,
+        /// Its latent-to-RGB preview map.
+        preview: crate::models::preview::LatentRgbMap,
+    },
 }
 
 /// Events the engine sends back.

@@ -6,6 +6,7 @@ use super::protocol::{Finished, OutputKey, Work};
 use super::{Backend, StepHook};
 use crate::core::StepView;
 use crate::models::pipeline::{LoadOptions, Pipeline, Request};
+use crate::models::preview::LatentRgbMap;
 
 /// What a studio job does.
 #[derive(Debug, Clone)]
@@ -49,8 +50,11 @@ impl Backend for StudioBackend {
         match &work.task {
             Task::LoadModel { path, options } => {
                 self.pipeline = None;
-                self.pipeline = Some(Pipeline::load(path, options).map_err(|e| e.to_string())?);
-                Ok(Some(Finished { rgb: Vec::new(), width: 0, height: 0, latent: None }))
+                let pipeline = Pipeline::load(path, options).map_err(|e| e.to_string())?;
+                let preview = LatentRgbMap::for_pipeline(&pipeline).map_err(|e| e.to_string())?;
+                self.pipeline = Some(pipeline);
+                let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                Ok(Some(Finished::ModelLoaded { name, preview }))
             }
             Task::Render(request) => {
                 let Some(pipeline) = &self.pipeline else {
@@ -58,7 +62,7 @@ impl Backend for StudioBackend {
                 };
                 let mut callback = |v: &StepView<'_>| step(v.index + 1, v.total, Some(v.denoised));
                 let rendered = pipeline.render(request, &mut callback).map_err(|e| e.to_string())?;
-                Ok(rendered.map(|r| Finished {
+                Ok(rendered.map(|r| Finished::Image {
                     rgb: r.rgb,
                     width: r.width,
                     height: r.height,

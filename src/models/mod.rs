@@ -4,6 +4,7 @@ pub mod clip;
 pub mod clip_tokenizer;
 pub mod layers;
 pub mod pipeline;
+pub mod preview;
 pub mod single_file;
 pub mod tokenizer;
 pub mod unet;
