@@ -40,12 +40,11 @@ pub fn fit(inputs: &[Vec<f64>], targets: &[[f64; 3]]) -> Option<LatentRgbMap> {
             return None;
         }
         a.swap(col, pivot);
-        for row in 0..k {
-            if row != col {
-                let f = a[row][col] / a[col][col];
-                for j in col..k + 3 {
-                    a[row][j] -= f * a[col][j];
-                }
+        let pivot_row = a[col].clone();
+        for (_, row) in a.iter_mut().enumerate().filter(|(r, _)| *r != col) {
+            let f = row[col] / pivot_row[col];
+            for (x, p) in row.iter_mut().zip(&pivot_row).skip(col) {
+                *x -= f * p;
             }
         }
     }
@@ -122,9 +121,9 @@ mod tests {
             .map(|x| std::array::from_fn(|t| bias[t] + (0..4).map(|c| weights[c][t] * x[c]).sum::<f64>()))
             .collect();
         let map = fit(&inputs, &targets).unwrap();
-        for c in 0..4 {
-            for t in 0..3 {
-                assert!((f64::from(map.weights[c][t]) - weights[c][t]).abs() < 1e-5);
+        for (got, want) in map.weights.iter().zip(&weights) {
+            for (g, w) in got.iter().zip(want) {
+                assert!((f64::from(*g) - w).abs() < 1e-5);
             }
         }
         assert!((f64::from(map.bias[0]) - 0.1).abs() < 1e-5);
