@@ -1,6 +1,7 @@
 //! Latent Studio: a desktop studio for working with diffusion models interactively.
 //! See `ARCHITECTURE.md` for the module map.
 
+pub mod cache;
 pub mod cli;
 pub mod core;
 pub mod dataset;

@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
+use std::sync::Mutex;
+
 use candle_nn::VarBuilder;
 
 use super::clip::{ClipTextConfig, ClipTextModel};
@@ -12,6 +14,7 @@ use super::clip_tokenizer::ClipTokenizer;
 use super::tokenizer::WordTokenizer;
 use super::unet::{UNet, UNetConfig};
 use super::vae::{Vae, VaeConfig};
+use crate::cache::LruCache;
 use crate::core::interpolate::lerp;
 use crate::core::inversion::DdimInverse;
 use crate::core::samplers::{SampleContext, SamplerKind, SamplerOptions, StepCallback};
@@ -207,9 +210,14 @@ pub struct Pipeline {
     scheduler: SchedulerConfig,
     prediction: PredictionType,
     defaults: ModelDefaults,
+    /// Text conditionings by token ids: a prompt is encoded once while sliders move.
+    conditionings: Mutex<LruCache<Vec<u32>, Tensor>>,
     dtype: DType,
     device: Device,
 }
+
+/// Default memory budget of the text-conditioning cache.
+pub const CONDITIONING_CACHE_BYTES: usize = 64 << 20;
 
 /// An SDEdit request: start from a picture instead of noise.
 #[derive(Debug, Clone)]
@@ -354,7 +362,8 @@ impl Pipeline {
         let vae_path = weights_file(&dir.join("vae"), "diffusion_pytorch_model", dtype)?;
         let vae = Vae::new(&vae_config, load_weights(&vae_path, dtype, &device)?)
             .map_err(|source| PipelineError::Weights { path: vae_path, source })?;
-        Ok(Self { tokenizer, text, unet, vae, scheduler, prediction, defaults, dtype, device })
+        let conditionings = Mutex::new(LruCache::new(CONDITIONING_CACHE_BYTES));
+        Ok(Self { tokenizer, text, unet, vae, scheduler, prediction, defaults, conditionings, dtype, device })
     }
 
     /// Loads a single-file LDM checkpoint with the shipped CLIP vocabulary.
@@ -385,6 +394,7 @@ impl Pipeline {
             prediction: options.prediction_type.unwrap_or(c.prediction),
             dtype: options.dtype,
             defaults: ModelDefaults::default(),
+            conditionings: Mutex::new(LruCache::new(CONDITIONING_CACHE_BYTES)),
             device: options.device.clone(),
         })
     }
@@ -436,8 +446,22 @@ impl Pipeline {
     }
 
     fn encode(&self, tokens: &Tokens) -> Result<Tensor, PipelineError> {
+        if let Some(hit) = self.conditionings.lock().ok().and_then(|mut c| c.get(&tokens.ids)) {
+            return Ok(hit);
+        }
         let ids = Tensor::from_vec(tokens.ids.clone(), (1, tokens.ids.len()), &self.device)?;
-        Ok(self.text.forward(&ids)?)
+        let encoded = self.text.forward(&ids)?;
+        if let Ok(mut cache) = self.conditionings.lock() {
+            cache.insert(tokens.ids.clone(), encoded.clone());
+        }
+        Ok(encoded)
+    }
+
+    /// Sets the memory budget of the text-conditioning cache.
+    pub fn set_cache_budget(&self, bytes: usize) {
+        if let Ok(mut cache) = self.conditionings.lock() {
+            cache.set_budget(bytes);
+        }
     }
 
     /// Checks a requested size against the VAE factor.
