@@ -23,7 +23,7 @@ pub struct BenchArgs {
 }
 
 fn threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    candle_core::utils::get_num_threads()
 }
 
 fn emit(name: &str, value: f64, unit: &str, note: &str) {

@@ -18,6 +18,9 @@ use crate::core::{SchedulerConfig, TimestepSpacing};
 #[derive(Debug, Parser)]
 #[command(name = "latent-studio", version, about)]
 pub struct Cli {
+    /// Tensor threads (default: all cores). Every timing `bench` prints states its count.
+    #[arg(long, global = true)]
+    pub threads: Option<usize>,
     /// What to do.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -88,6 +91,14 @@ pub struct TimestepsArgs {
 
 /// Runs the command line; returns the process's exit status.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(n) = cli.threads {
+        if n == 0 {
+            anyhow::bail!("invalid threads = 0: at least one thread is needed");
+        }
+        // Read once by the tensor library's thread pool, which starts with the first tensor
+        // operation: nothing has run yet.
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    }
     match cli.command {
         None => {
             use clap::CommandFactory;
