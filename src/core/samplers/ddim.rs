@@ -8,7 +8,10 @@ use std::ops::ControlFlow;
 
 use candle_core::Tensor;
 
-use super::{clip, clip_range, report, spacing_of, Outcome, SampleContext, Sampler, SamplerKind, Space};
+use super::{
+    clip, clip_range, report, spacing_of, Outcome, SampleContext, Sampler, SamplerKind, StepPlan,
+    TimestepPlan,
+};
 use crate::core::config::{SchedulerConfig, TimestepSpacing};
 use crate::core::denoiser::NoiseLevel;
 use crate::core::error::{CoreError, Result};
@@ -19,8 +22,7 @@ use crate::core::tensor_ops::lincomb;
 /// DDIM with its timesteps set.
 #[derive(Debug, Clone)]
 pub struct Ddim {
-    schedule: NoiseSchedule,
-    timesteps: Vec<usize>,
+    plan: TimestepPlan,
     ratio: usize,
     final_alpha_bar: f64,
     eta: f64,
@@ -41,8 +43,7 @@ impl Ddim {
             if config.set_alpha_to_one.unwrap_or(true) { 1.0 } else { schedule.alpha_bar(0) };
         Ok(Self {
             ratio: schedule.train_steps() / steps,
-            schedule,
-            timesteps,
+            plan: TimestepPlan { schedule, timesteps },
             final_alpha_bar,
             eta,
             clip: clip_range(config, true),
@@ -51,13 +52,13 @@ impl Ddim {
 
     /// The visited training timesteps, descending.
     pub fn timesteps(&self) -> &[usize] {
-        &self.timesteps
+        &self.plan.timesteps
     }
 
     /// alpha_bar one DDIM step below `t` (diffusers steps back by `train / steps`, whatever the
     /// spacing).
     fn prev_alpha_bar(&self, t: usize) -> f64 {
-        t.checked_sub(self.ratio).map_or(self.final_alpha_bar, |p| self.schedule.alpha_bar(p))
+        t.checked_sub(self.ratio).map_or(self.final_alpha_bar, |p| self.plan.schedule.alpha_bar(p))
     }
 }
 
@@ -66,30 +67,14 @@ impl Sampler for Ddim {
         SamplerKind::Ddim
     }
 
-    fn steps(&self) -> usize {
-        self.timesteps.len()
-    }
-
-    fn space(&self) -> Space {
-        Space::VariancePreserving
-    }
-
-    fn alpha_bar_at(&self, step: usize) -> f64 {
-        self.schedule.alpha_bar(self.timesteps[step])
-    }
-
-    fn timestep_at(&self, step: usize) -> f64 {
-        self.timesteps[step] as f64
-    }
-
-    fn init_noise_sigma(&self) -> f64 {
-        1.0
+    fn plan(&self) -> &dyn StepPlan {
+        &self.plan
     }
 
     fn run(&self, mut x: Tensor, from: usize, ctx: &mut SampleContext<'_>) -> Result<Outcome> {
         let total = self.steps().saturating_sub(from);
-        for (i, &t) in self.timesteps.iter().enumerate().skip(from) {
-            let (a, a_prev) = (self.schedule.alpha_bar(t), self.prev_alpha_bar(t));
+        for (i, &t) in self.plan.timesteps.iter().enumerate().skip(from) {
+            let (a, a_prev) = (self.plan.schedule.alpha_bar(t), self.prev_alpha_bar(t));
             let pred = ctx.denoiser.predict(&x, NoiseLevel { timestep: t as f64, alpha_bar: a })?;
             let x0 = clip(pred.x0, self.clip)?;
             let variance = (1.0 - a_prev) / (1.0 - a) * (1.0 - a / a_prev);

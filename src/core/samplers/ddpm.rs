@@ -10,7 +10,10 @@ use std::ops::ControlFlow;
 
 use candle_core::Tensor;
 
-use super::{clip, clip_range, report, spacing_of, Outcome, SampleContext, Sampler, SamplerKind, Space};
+use super::{
+    clip, clip_range, report, spacing_of, Outcome, SampleContext, Sampler, SamplerKind, StepPlan,
+    TimestepPlan,
+};
 use crate::core::config::{SchedulerConfig, TimestepSpacing};
 use crate::core::denoiser::NoiseLevel;
 use crate::core::error::{CoreError, Result};
@@ -21,8 +24,7 @@ use crate::core::tensor_ops::lincomb;
 /// DDPM with its timesteps set.
 #[derive(Debug, Clone)]
 pub struct Ddpm {
-    schedule: NoiseSchedule,
-    timesteps: Vec<usize>,
+    plan: TimestepPlan,
     clip: Option<f64>,
 }
 
@@ -36,7 +38,7 @@ impl Ddpm {
         let spacing = spacing_of(config, TimestepSpacing::Leading)?;
         let timesteps =
             discrete_timesteps(spacing, steps, schedule.train_steps(), config.steps_offset.unwrap_or(0))?;
-        Ok(Self { schedule, timesteps, clip: clip_range(config, true) })
+        Ok(Self { plan: TimestepPlan { schedule, timesteps }, clip: clip_range(config, true) })
     }
 }
 
@@ -45,31 +47,15 @@ impl Sampler for Ddpm {
         SamplerKind::Ddpm
     }
 
-    fn steps(&self) -> usize {
-        self.timesteps.len()
-    }
-
-    fn space(&self) -> Space {
-        Space::VariancePreserving
-    }
-
-    fn alpha_bar_at(&self, step: usize) -> f64 {
-        self.schedule.alpha_bar(self.timesteps[step])
-    }
-
-    fn timestep_at(&self, step: usize) -> f64 {
-        self.timesteps[step] as f64
-    }
-
-    fn init_noise_sigma(&self) -> f64 {
-        1.0
+    fn plan(&self) -> &dyn StepPlan {
+        &self.plan
     }
 
     fn run(&self, mut x: Tensor, from: usize, ctx: &mut SampleContext<'_>) -> Result<Outcome> {
         let total = self.steps().saturating_sub(from);
-        for (i, &t) in self.timesteps.iter().enumerate().skip(from) {
-            let a = self.schedule.alpha_bar(t);
-            let a_prev = self.timesteps.get(i + 1).map_or(1.0, |&p| self.schedule.alpha_bar(p));
+        for (i, &t) in self.plan.timesteps.iter().enumerate().skip(from) {
+            let a = self.plan.schedule.alpha_bar(t);
+            let a_prev = self.plan.timesteps.get(i + 1).map_or(1.0, |&p| self.plan.schedule.alpha_bar(p));
             let pred = ctx.denoiser.predict(&x, NoiseLevel { timestep: t as f64, alpha_bar: a })?;
             let x0 = clip(pred.x0, self.clip)?;
             let (c0, c1, std) = coefficients(a, a_prev);

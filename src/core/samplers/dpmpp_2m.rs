@@ -11,7 +11,7 @@ use std::ops::ControlFlow;
 
 use candle_core::Tensor;
 
-use super::{report, spacing_of, Outcome, SampleContext, Sampler, SamplerKind, Space};
+use super::{report, spacing_of, Outcome, SampleContext, Sampler, SamplerKind, Space, StepPlan};
 use crate::core::config::{SchedulerConfig, TimestepSpacing};
 use crate::core::denoiser::NoiseLevel;
 use crate::core::error::{CoreError, Result};
@@ -104,11 +104,7 @@ fn alpha_sigma(sigma: f64) -> (f64, f64) {
     (alpha, sigma * alpha)
 }
 
-impl Sampler for DpmPp2m {
-    fn kind(&self) -> SamplerKind {
-        SamplerKind::DpmPp2m
-    }
-
+impl StepPlan for DpmPp2m {
     fn steps(&self) -> usize {
         self.timesteps.len()
     }
@@ -128,9 +124,19 @@ impl Sampler for DpmPp2m {
     fn init_noise_sigma(&self) -> f64 {
         1.0
     }
+}
+
+impl Sampler for DpmPp2m {
+    fn kind(&self) -> SamplerKind {
+        SamplerKind::DpmPp2m
+    }
+
+    fn plan(&self) -> &dyn StepPlan {
+        self
+    }
 
     fn run(&self, mut x: Tensor, from: usize, ctx: &mut SampleContext<'_>) -> Result<Outcome> {
-        let steps = self.steps();
+        let steps = self.timesteps.len();
         let total = steps.saturating_sub(from);
         let mut previous: Option<Tensor> = None;
         for i in from..steps {

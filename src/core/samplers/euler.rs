@@ -6,7 +6,7 @@ use std::ops::ControlFlow;
 
 use candle_core::Tensor;
 
-use super::{denoise_sigma, report, Outcome, SampleContext, Sampler, SamplerKind, SigmaSteps, Space};
+use super::{denoise_sigma, report, Outcome, SampleContext, Sampler, SamplerKind, SigmaSteps, StepPlan};
 use crate::core::config::SchedulerConfig;
 use crate::core::error::Result;
 use crate::core::tensor_ops::lincomb;
@@ -29,24 +29,8 @@ impl Sampler for Euler {
         SamplerKind::Euler
     }
 
-    fn steps(&self) -> usize {
-        self.plan.timesteps.len()
-    }
-
-    fn space(&self) -> Space {
-        Space::Sigma
-    }
-
-    fn alpha_bar_at(&self, step: usize) -> f64 {
-        self.plan.alpha_bar_at(step)
-    }
-
-    fn timestep_at(&self, step: usize) -> f64 {
-        self.plan.timesteps[step]
-    }
-
-    fn init_noise_sigma(&self) -> f64 {
-        self.plan.init_sigma
+    fn plan(&self) -> &dyn StepPlan {
+        &self.plan
     }
 
     fn run(&self, mut x: Tensor, from: usize, ctx: &mut SampleContext<'_>) -> Result<Outcome> {

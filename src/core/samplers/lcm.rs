@@ -10,7 +10,7 @@ use std::ops::ControlFlow;
 
 use candle_core::Tensor;
 
-use super::{clip, clip_range, report, Outcome, SampleContext, Sampler, SamplerKind, Space};
+use super::{clip, clip_range, report, Outcome, SampleContext, Sampler, SamplerKind, StepPlan, TimestepPlan};
 use crate::core::config::SchedulerConfig;
 use crate::core::denoiser::NoiseLevel;
 use crate::core::error::{CoreError, Result};
@@ -21,8 +21,7 @@ use crate::core::tensor_ops::lincomb;
 /// LCM with its timesteps set.
 #[derive(Debug, Clone)]
 pub struct Lcm {
-    schedule: NoiseSchedule,
-    timesteps: Vec<usize>,
+    plan: TimestepPlan,
     timestep_scaling: f64,
     clip: Option<f64>,
 }
@@ -49,8 +48,7 @@ impl Lcm {
         let timesteps =
             (0..steps).map(|j| grid[(j as f64 * original as f64 / steps as f64).floor() as usize]).collect();
         Ok(Self {
-            schedule,
-            timesteps,
+            plan: TimestepPlan { schedule, timesteps },
             timestep_scaling: config.timestep_scaling.unwrap_or(10.0),
             clip: clip_range(config, false),
         })
@@ -62,40 +60,24 @@ impl Sampler for Lcm {
         SamplerKind::Lcm
     }
 
-    fn steps(&self) -> usize {
-        self.timesteps.len()
-    }
-
-    fn space(&self) -> Space {
-        Space::VariancePreserving
-    }
-
-    fn alpha_bar_at(&self, step: usize) -> f64 {
-        self.schedule.alpha_bar(self.timesteps[step])
-    }
-
-    fn timestep_at(&self, step: usize) -> f64 {
-        self.timesteps[step] as f64
-    }
-
-    fn init_noise_sigma(&self) -> f64 {
-        1.0
+    fn plan(&self) -> &dyn StepPlan {
+        &self.plan
     }
 
     fn run(&self, mut x: Tensor, from: usize, ctx: &mut SampleContext<'_>) -> Result<Outcome> {
         let steps = self.steps();
         let total = steps.saturating_sub(from);
-        for (i, &t) in self.timesteps.iter().enumerate().skip(from) {
-            let a = self.schedule.alpha_bar(t);
+        for (i, &t) in self.plan.timesteps.iter().enumerate().skip(from) {
+            let a = self.plan.schedule.alpha_bar(t);
             let pred = ctx.denoiser.predict(&x, NoiseLevel { timestep: t as f64, alpha_bar: a })?;
             let x0 = clip(pred.x0, self.clip)?;
             let scaled = t as f64 * self.timestep_scaling;
             let c_skip = 0.25 / (scaled * scaled + 0.25);
             let c_out = scaled / (scaled * scaled + 0.25).sqrt();
             let denoised = lincomb(&[(c_out, &x0), (c_skip, &x)])?;
-            let next = match self.timesteps.get(i + 1) {
+            let next = match self.plan.timesteps.get(i + 1) {
                 Some(&t_prev) => {
-                    let a_prev = self.schedule.alpha_bar(t_prev);
+                    let a_prev = self.plan.schedule.alpha_bar(t_prev);
                     let z = ctx.noise.draw(&x)?;
                     lincomb(&[(a_prev.sqrt(), &denoised), ((1.0 - a_prev).sqrt(), &z)])?
                 }

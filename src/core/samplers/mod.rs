@@ -106,10 +106,8 @@ pub enum Space {
     Sigma,
 }
 
-/// A sampling algorithm with its timesteps set.
-pub trait Sampler {
-    /// Which algorithm this is.
-    fn kind(&self) -> SamplerKind;
+/// Where a sampler's steps are: how many, at which noise level, in which scale.
+pub trait StepPlan {
     /// Number of inference steps.
     fn steps(&self) -> usize;
     /// The scale the state is kept in.
@@ -120,8 +118,36 @@ pub trait Sampler {
     fn timestep_at(&self, step: usize) -> f64;
     /// What unit-variance starting noise is multiplied by (diffusers' `init_noise_sigma`).
     fn init_noise_sigma(&self) -> f64;
+}
+
+/// A sampling algorithm with its timesteps set.
+pub trait Sampler {
+    /// Which algorithm this is.
+    fn kind(&self) -> SamplerKind;
+    /// Its steps.
+    fn plan(&self) -> &dyn StepPlan;
     /// Runs steps `from..steps()` starting from `x`, a state at the level of step `from`.
     fn run(&self, x: Tensor, from: usize, ctx: &mut SampleContext<'_>) -> Result<Outcome>;
+
+    /// Number of inference steps.
+    fn steps(&self) -> usize {
+        self.plan().steps()
+    }
+
+    /// alpha_bar of the state at the start of step `step`.
+    fn alpha_bar_at(&self, step: usize) -> f64 {
+        self.plan().alpha_bar_at(step)
+    }
+
+    /// The training timestep the network sees at step `step`.
+    fn timestep_at(&self, step: usize) -> f64 {
+        self.plan().timestep_at(step)
+    }
+
+    /// What unit-variance starting noise is multiplied by.
+    fn init_noise_sigma(&self) -> f64 {
+        self.plan().init_noise_sigma()
+    }
 
     /// Samples from unit-variance noise `x_t`, scaled by the initial sigma.
     fn sample(&self, x_t: &Tensor, ctx: &mut SampleContext<'_>) -> Result<Outcome> {
@@ -132,10 +158,42 @@ pub trait Sampler {
     /// sampler's space (diffusers' `add_noise`).
     fn add_noise(&self, x0: &Tensor, noise: &Tensor, step: usize) -> Result<Tensor> {
         let a = self.alpha_bar_at(step);
-        match self.space() {
+        match self.plan().space() {
             Space::VariancePreserving => lincomb(&[(a.sqrt(), x0), ((1.0 - a).sqrt(), noise)]),
             Space::Sigma => lincomb(&[(1.0, x0), (((1.0 - a) / a).sqrt(), noise)]),
         }
+    }
+}
+
+/// Integer training timesteps on a schedule, in variance-preserving scale starting at unit
+/// noise: the plan of DDIM, DDPM and LCM.
+#[derive(Debug, Clone)]
+pub(crate) struct TimestepPlan {
+    /// The training schedule.
+    pub schedule: super::schedule::NoiseSchedule,
+    /// The visited timesteps, descending.
+    pub timesteps: Vec<usize>,
+}
+
+impl StepPlan for TimestepPlan {
+    fn steps(&self) -> usize {
+        self.timesteps.len()
+    }
+
+    fn space(&self) -> Space {
+        Space::VariancePreserving
+    }
+
+    fn alpha_bar_at(&self, step: usize) -> f64 {
+        self.schedule.alpha_bar(self.timesteps[step])
+    }
+
+    fn timestep_at(&self, step: usize) -> f64 {
+        self.timesteps[step] as f64
+    }
+
+    fn init_noise_sigma(&self) -> f64 {
+        1.0
     }
 }
 
@@ -367,10 +425,27 @@ impl SigmaSteps {
         let init_sigma = sigma_init(&sigmas, spacing);
         Ok(Self { sigmas, timesteps, init_sigma })
     }
+}
 
-    /// alpha_bar at the start of step `step`.
-    pub fn alpha_bar_at(&self, step: usize) -> f64 {
+impl StepPlan for SigmaSteps {
+    fn steps(&self) -> usize {
+        self.timesteps.len()
+    }
+
+    fn space(&self) -> Space {
+        Space::Sigma
+    }
+
+    fn alpha_bar_at(&self, step: usize) -> f64 {
         let s = self.sigmas[step];
         1.0 / (1.0 + s * s)
+    }
+
+    fn timestep_at(&self, step: usize) -> f64 {
+        self.timesteps[step]
+    }
+
+    fn init_noise_sigma(&self) -> f64 {
+        self.init_sigma
     }
 }
