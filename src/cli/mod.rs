@@ -56,7 +56,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 600)]
     pub vae_steps: usize,
     /// UNet and text-encoder steps.
-    #[arg(long, default_value_t = 8000)]
+    #[arg(long, default_value_t = 6500)]
     pub unet_steps: usize,
     /// Scenes per step.
     #[arg(long, default_value_t = 16)]
