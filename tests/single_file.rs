@@ -1,5 +1,6 @@
 //! Single-file LDM checkpoints: a tiny SD 1.x checkpoint in the original key layout
 //! (`tests/fixtures/single_file/make_fixture.py`) renders as diffusers' `from_single_file` does,
+//! a tiny SD 2.x one (OpenCLIP text encoder, v-prediction) as the same weights in a diffusers folder,
 //! the shipped CLIP vocabulary tokenizes as transformers does, and SDXL and inpainting files are
 //! refused by name.
 
@@ -33,10 +34,11 @@ fn the_shipped_clip_vocabulary_matches_transformers() {
 }
 
 #[test]
-fn a_single_file_checkpoint_renders_as_diffusers_from_single_file() {
-    let pipeline = Pipeline::load(&fixture().join("tiny_sd1.safetensors"), &LoadOptions::default()).unwrap();
+fn single_file_checkpoints_render_as_diffusers() {
     for case in cases()["cases"].as_array().unwrap() {
         let name = case["name"].as_str().unwrap();
+        let file = fixture().join(case["file"].as_str().unwrap());
+        let pipeline = Pipeline::load(&file, &LoadOptions::default()).unwrap();
         let latent =
             candle_core::safetensors::load(fixture().join(format!("{name}.safetensors")), &Device::Cpu)
                 .unwrap()
