@@ -116,7 +116,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn train(args: &TrainArgs) -> anyhow::Result<()> {
-    use std::io::Write;
     let opts = crate::training::train::TrainOptions {
         out: args.out.clone(),
         resume: args.resume,
@@ -134,26 +133,8 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
         }
         last_line = std::time::Instant::now();
         let eta = (p.total - p.step) as f64 * p.secs_per_step;
-        let width = 30;
-        let done = width * p.step / p.total.max(1);
-        let mut err = std::io::stderr();
-        let _ = write!(
-            err,
-            "\r{} [{}{}] {}/{} loss {:.4} {:.2}s/step ETA {}:{:02}:{:02}   ",
-            p.stage,
-            "#".repeat(done),
-            "-".repeat(width - done),
-            p.step,
-            p.total,
-            p.loss,
-            p.secs_per_step,
-            (eta / 3600.0) as u64,
-            (eta / 60.0) as u64 % 60,
-            eta as u64 % 60
-        );
-        if p.step == p.total {
-            let _ = writeln!(err);
-        }
+        let extra = format!("loss {:.4} {:.2}s/step ", p.loss, p.secs_per_step);
+        progress::draw(p.stage, p.step, p.total, &extra, eta);
     };
     let state = crate::training::train::train(&opts, &mut report)
         .with_context(|| format!("training into {}", args.out.display()))?;

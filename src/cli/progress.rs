@@ -29,19 +29,26 @@ impl Bar {
         }
         self.last_draw.set(Some(Instant::now()));
         let eta = if done == 0 { 0.0 } else { elapsed / done as f64 * (total - done) as f64 };
-        let width = 30;
-        let filled = width * done / total.max(1);
-        let mut err = std::io::stderr();
-        let _ = write!(
-            err,
-            "\r{} [{}{}] {done}/{total} ETA {:.0}s   ",
-            self.label,
-            "#".repeat(filled),
-            "-".repeat(width - filled),
-            eta
-        );
-        if finished {
-            let _ = writeln!(err);
-        }
+        draw(self.label, done, total, "", eta);
+    }
+}
+
+/// Draws one bar line: `label [####----] done/total extra ETA h:mm:ss`, ending the line when done.
+pub fn draw(label: &str, done: usize, total: usize, extra: &str, eta_secs: f64) {
+    let width = 30;
+    let filled = width * done.min(total) / total.max(1);
+    let eta = eta_secs.max(0.0) as u64;
+    let mut err = std::io::stderr();
+    let _ = write!(
+        err,
+        "\r{label} [{}{}] {done}/{total} {extra}ETA {}:{:02}:{:02}   ",
+        "#".repeat(filled),
+        "-".repeat(width - filled),
+        eta / 3600,
+        eta / 60 % 60,
+        eta % 60
+    );
+    if done >= total {
+        let _ = writeln!(err);
     }
 }
