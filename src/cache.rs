@@ -32,6 +32,11 @@ pub struct LruCache<K, V> {
 }
 
 impl<K: Hash + Eq + Clone, V: Weighed + Clone> LruCache<K, V> {
+    /// Whether `key` is cached (without touching its recency).
+    pub fn peek(&self, key: &K) -> bool {
+        self.entries.contains_key(key)
+    }
+
     /// An empty cache of `budget` bytes.
     pub fn new(budget: usize) -> Self {
         Self { entries: HashMap::new(), clock: 0, used: 0, budget }

@@ -53,24 +53,109 @@ pub fn read_png(path: &Path) -> Result<Rgb, ImageError> {
     Ok(Rgb { width: w, height: h, data })
 }
 
-/// Writes an RGB PNG with `parameters` (AUTOMATIC1111's format) as a tEXt chunk, or iTXt when
-/// the text is not Latin-1.
+/// Writes an RGB PNG with `parameters` (AUTOMATIC1111's format) as a text chunk.
 pub fn write_png(path: &Path, image: &Rgb, parameters: &str) -> Result<(), ImageError> {
-    let tmp = path.with_extension("png.tmp");
+    write_png_texts(path, image, &[("parameters", parameters)])
+}
+
+/// Writes an RGB PNG with text chunks (keyword, text): tEXt where the text is Latin-1, iTXt
+/// otherwise. Written to a temporary name and renamed.
+pub fn write_png_texts(path: &Path, image: &Rgb, texts: &[(&str, &str)]) -> Result<(), ImageError> {
+    let tmp = temporary_name(path);
     let result = (|| -> Result<(), png::EncodingError> {
         let file = std::fs::File::create(&tmp)?;
         let mut encoder =
             png::Encoder::new(std::io::BufWriter::new(file), image.width as u32, image.height as u32);
         encoder.set_color(png::ColorType::Rgb);
         encoder.set_depth(png::BitDepth::Eight);
-        if parameters.chars().all(|c| (c as u32) < 256) {
-            encoder.add_text_chunk("parameters".into(), parameters.into())?;
-        } else {
-            encoder.add_itxt_chunk("parameters".into(), parameters.into())?;
+        for (keyword, text) in texts {
+            if text.chars().all(|c| (c as u32) < 256) {
+                encoder.add_text_chunk(keyword.to_string(), text.to_string())?;
+            } else {
+                encoder.add_itxt_chunk(keyword.to_string(), text.to_string())?;
+            }
         }
         let mut writer = encoder.write_header()?;
         writer.write_image_data(&image.data)?;
         writer.finish()
+    })();
+    result.map_err(|e| err(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| err(path, e))
+}
+
+/// A sibling name to write to before renaming over `path`.
+fn temporary_name(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{}.tmp", std::process::id()));
+    path.with_file_name(name)
+}
+
+/// Writes `bytes` to a temporary name beside `path`, flushes it, and renames it over `path`, so
+/// a crash leaves the old file or the new one, never half of one.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = temporary_name(path);
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Reads a PNG, JPEG, BMP or WebP file as 8-bit RGB.
+pub fn read_image(path: &Path) -> Result<Rgb, ImageError> {
+    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("png")) {
+        return read_png(path);
+    }
+    let image = image::open(path).map_err(|e| err(path, format!("not a readable image: {e}")))?.to_rgb8();
+    Ok(Rgb { width: image.width() as usize, height: image.height() as usize, data: image.into_raw() })
+}
+
+/// Resizes with bilinear filtering (for fitting a picture to the model's size).
+pub fn resize(image: &Rgb, width: usize, height: usize) -> Rgb {
+    if (image.width, image.height) == (width, height) || image.width == 0 || image.height == 0 {
+        return if image.width == 0 || image.height == 0 {
+            Rgb { width, height, data: vec![0; width * height * 3] }
+        } else {
+            image.clone()
+        };
+    }
+    let mut data = Vec::with_capacity(width * height * 3);
+    let sample = |x: usize, y: usize, c: usize| image.data[3 * (y * image.width + x) + c] as f32;
+    for y in 0..height {
+        let fy = ((y as f32 + 0.5) * image.height as f32 / height as f32 - 0.5)
+            .clamp(0.0, (image.height - 1) as f32);
+        let (y0, ty) = (fy.floor() as usize, fy.fract());
+        let y1 = (y0 + 1).min(image.height - 1);
+        for x in 0..width {
+            let fx = ((x as f32 + 0.5) * image.width as f32 / width as f32 - 0.5)
+                .clamp(0.0, (image.width - 1) as f32);
+            let (x0, tx) = (fx.floor() as usize, fx.fract());
+            let x1 = (x0 + 1).min(image.width - 1);
+            for c in 0..3 {
+                let top = sample(x0, y0, c) * (1.0 - tx) + sample(x1, y0, c) * tx;
+                let bottom = sample(x0, y1, c) * (1.0 - tx) + sample(x1, y1, c) * tx;
+                data.push((top * (1.0 - ty) + bottom * ty).round() as u8);
+            }
+        }
+    }
+    Rgb { width, height, data }
+}
+
+/// Writes an endlessly looping GIF at 12 frames per second (8 centiseconds a frame), atomically.
+pub fn write_gif(path: &Path, frames: &[Rgb]) -> Result<(), ImageError> {
+    let tmp = temporary_name(path);
+    let Some(first) = frames.first() else { return Err(err(path, "no frames to write")) };
+    let result = (|| -> Result<(), gif::EncodingError> {
+        let file = std::fs::File::create(&tmp)?;
+        let mut encoder =
+            gif::Encoder::new(std::io::BufWriter::new(file), first.width as u16, first.height as u16, &[])?;
+        encoder.set_repeat(gif::Repeat::Infinite)?;
+        for f in frames {
+            let mut frame = gif::Frame::from_rgb_speed(f.width as u16, f.height as u16, &f.data, 10);
+            frame.delay = 8;
+            encoder.write_frame(&frame)?;
+        }
+        Ok(())
     })();
     result.map_err(|e| err(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| err(path, e))

@@ -1,11 +1,15 @@
 //! Latent Studio: a desktop studio for working with diffusion models interactively.
 //! See `ARCHITECTURE.md` for the module map.
 
+pub mod app;
 pub mod cache;
 pub mod cli;
 pub mod core;
 pub mod dataset;
 pub mod engine;
+pub mod graph;
 pub mod imageio;
 pub mod models;
+pub mod sketch;
 pub mod training;
+pub mod ui;

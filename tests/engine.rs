@@ -44,7 +44,14 @@ impl Backend for SleepyBackend {
                 return Ok(None);
             }
         }
-        Ok(Some(Finished::Image { rgb: vec![work.tag], width: 1, height: 1, latent: None }))
+        Ok(Some(Finished::Image {
+            rgb: vec![work.tag],
+            width: 1,
+            height: 1,
+            latent: None,
+            unknown_words: vec![],
+            parameters: String::new(),
+        }))
     }
 }
 
@@ -303,4 +310,21 @@ fn a_long_job_is_cancelled_at_once_during_a_drag() {
     let a_progress =
         events.iter().filter(|e| e.job == a && matches!(e.kind, EventKind::Progress { .. })).count();
     assert!(a_progress <= 1, "the 3 s job ran {a_progress} more steps");
+}
+
+#[test]
+fn dropping_the_engine_while_a_job_runs_stops_its_thread_within_a_step() {
+    let (engine, _) = engine();
+    engine.submit(job("a", 1, 1000, 5), Urgency::Discrete);
+    // Wait for the job to start, then drop the handle mid-run.
+    let start = Instant::now();
+    while !matches!(
+        engine.events().recv_timeout(Duration::from_secs(5)),
+        Ok(Event { kind: EventKind::Progress { .. }, .. })
+    ) {
+        assert!(start.elapsed() < Duration::from_secs(5), "the job never started");
+    }
+    let dropped = Instant::now();
+    drop(engine);
+    assert!(dropped.elapsed() < Duration::from_secs(2), "drop took {:?}", dropped.elapsed());
 }

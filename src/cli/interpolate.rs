@@ -123,7 +123,7 @@ pub fn run(args: &InterpolateArgs) -> anyhow::Result<()> {
     }
     let is_gif = args.output.extension().is_some_and(|e| e.eq_ignore_ascii_case("gif"));
     if is_gif {
-        write_gif(&args.output, &frames)
+        Ok(crate::imageio::write_gif(&args.output, &frames)?)
     } else {
         std::fs::create_dir_all(&args.output)
             .with_context(|| format!("creating {}", args.output.display()))?;
@@ -139,22 +139,4 @@ pub fn run(args: &InterpolateArgs) -> anyhow::Result<()> {
         }
         Ok(())
     }
-}
-
-/// An endlessly looping GIF at 12 frames per second (8 centiseconds a frame, the nearest).
-fn write_gif(path: &Path, frames: &[Rgb]) -> anyhow::Result<()> {
-    let tmp = path.with_extension("gif.tmp");
-    {
-        let Some(first) = frames.first() else { bail!("no frames") };
-        let file = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        let mut encoder =
-            gif::Encoder::new(std::io::BufWriter::new(file), first.width as u16, first.height as u16, &[])?;
-        encoder.set_repeat(gif::Repeat::Infinite)?;
-        for f in frames {
-            let mut frame = gif::Frame::from_rgb_speed(f.width as u16, f.height as u16, &f.data, 10);
-            frame.delay = 8;
-            encoder.write_frame(&frame)?;
-        }
-    }
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }

@@ -1,10 +1,11 @@
-//! The command line. With no subcommand it prints help (the studio window arrives later).
+//! The command line. With no subcommand it opens the studio window.
 
 mod bench;
 mod interpolate;
 mod invert;
 mod progress;
 mod render;
+mod run_graph;
 
 use std::path::PathBuf;
 
@@ -21,7 +22,16 @@ pub struct Cli {
     /// Tensor threads (default: all cores). Every timing `bench` prints states its count.
     #[arg(long, global = true)]
     pub threads: Option<usize>,
-    /// What to do.
+    /// The studio's model (a diffusers folder or a .safetensors file) instead of the built-in one.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Open this graph instead of the autosaved one.
+    #[arg(long)]
+    pub graph: Option<PathBuf>,
+    /// Where the studio keeps its autosave, settings and log (default: ~/.local/share/latent-studio).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// What to do (nothing: open the studio).
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -41,6 +51,8 @@ pub enum Command {
     Interpolate(Box<interpolate::InterpolateArgs>),
     /// Time the networks and kernels; prints one JSON object per line.
     Bench(bench::BenchArgs),
+    /// Evaluate a saved graph headlessly (the studio's evaluator) and write its picture.
+    Run(run_graph::RunArgs),
 }
 
 /// Arguments of `train`.
@@ -101,11 +113,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
     match cli.command {
         None => {
-            use clap::CommandFactory;
-            Cli::command().print_help()?;
-            println!();
-            Ok(())
+            let data_dir = cli.data_dir.unwrap_or_else(crate::app::settings::default_data_dir);
+            if cli.threads.is_none() {
+                let (settings, _) = crate::app::Settings::load(&data_dir);
+                if settings.threads > 0 {
+                    std::env::set_var("RAYON_NUM_THREADS", settings.threads.to_string());
+                }
+            }
+            crate::app::run(crate::app::Options { model: cli.model, graph: cli.graph, data_dir })
         }
+        Some(Command::Run(args)) => run_graph::run(&args),
         Some(Command::Timesteps(args)) => timesteps(&args),
         Some(Command::Train(args)) => train(&args),
         Some(Command::Render(args)) => render::run(&args),

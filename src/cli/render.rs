@@ -137,10 +137,7 @@ impl ModelArgs {
     }
 }
 
-/// Where the built-in model lives: `assets/builtin` in the source tree.
-pub fn builtin_model_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("assets").join("builtin")
-}
+pub use crate::engine::spec::builtin_model_dir;
 
 /// Reads a `latent` tensor from a safetensors file.
 pub fn read_latent(path: &Path) -> anyhow::Result<Tensor> {

@@ -6,6 +6,7 @@
 //! engine goes on.
 
 pub mod protocol;
+pub mod spec;
 pub mod studio;
 mod worker;
 

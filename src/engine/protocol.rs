@@ -47,6 +47,10 @@ pub enum Finished {
         height: usize,
         /// The final latent, when the job has one.
         latent: Option<Tensor>,
+        /// Prompt words the model does not know.
+        unknown_words: Vec<String>,
+        /// What made it, in AUTOMATIC1111's `parameters` format ("" when unknown).
+        parameters: String,
     },
     /// A model is loaded: the one `Progress` previews now come from.
     ModelLoaded {

@@ -1,10 +1,16 @@
-//! The studio's backend: loads models and renders with the pipeline.
+//! The studio's backend: loads models and renders with the pipeline, from pipeline requests
+//! (the command line's benchmarks) or from render specs (the graph). Inverted latents are cached
+//! by what they depend on (model, picture, prompt, guidance, steps) under a byte budget.
 
 use std::path::PathBuf;
 
+use candle_core::Tensor;
+
 use super::protocol::{Finished, OutputKey, Work};
+use super::spec::{self, ImageSpec, NoiseSpec, RenderSpec, SpecError};
 use super::{Backend, StepHook};
-use crate::core::StepView;
+use crate::cache::LruCache;
+use crate::core::{Guidance, StepView};
 use crate::models::pipeline::{LoadOptions, Pipeline, Request};
 use crate::models::preview::LatentRgbMap;
 
@@ -18,8 +24,12 @@ pub enum Task {
         /// How to load it.
         options: LoadOptions,
     },
-    /// Render with the loaded model.
+    /// Render a pipeline request with the loaded model.
     Render(Box<Request>),
+    /// Render a spec, loading its model first when another one is loaded.
+    Spec(Box<RenderSpec>),
+    /// Set the byte budget of the backend's caches (conditionings, inverted latents).
+    SetCacheBudget(usize),
 }
 
 /// A studio job: a task for one output.
@@ -37,10 +47,134 @@ impl Work for StudioJob {
     }
 }
 
+/// Default byte budget of the inverted-latent cache.
+pub const INVERSION_CACHE_BYTES: usize = 64 << 20;
+
 /// Runs studio jobs with the loaded pipeline.
-#[derive(Default)]
 pub struct StudioBackend {
-    pipeline: Option<Pipeline>,
+    pipeline: Option<(PathBuf, Pipeline)>,
+    inversions: LruCache<String, Tensor>,
+}
+
+impl Default for StudioBackend {
+    fn default() -> Self {
+        Self { pipeline: None, inversions: LruCache::new(INVERSION_CACHE_BYTES) }
+    }
+}
+
+impl StudioBackend {
+    /// Loads `path` unless it is the loaded model; returns it.
+    fn load(&mut self, path: &PathBuf, options: &LoadOptions) -> Result<&Pipeline, String> {
+        if self.pipeline.as_ref().is_none_or(|(loaded, _)| loaded != path) {
+            self.pipeline = None;
+            let pipeline = Pipeline::load(path, options).map_err(|e| e.to_string())?;
+            self.pipeline = Some((path.clone(), pipeline));
+        }
+        self.pipeline.as_ref().map(|(_, p)| p).ok_or_else(|| "no model is loaded".into())
+    }
+
+    /// Runs a spec: resolves its noise (inverting pictures through the cache), then renders.
+    fn render_spec(
+        &mut self,
+        spec: &RenderSpec,
+        step: &mut StepHook<'_>,
+    ) -> Result<Option<Finished>, String> {
+        let path = spec.model.path();
+        self.load(&path, &LoadOptions::default())?;
+        let Some((_, pipeline)) = &self.pipeline else { return Err("no model is loaded".into()) };
+        let text = |e: SpecError| e.to_string();
+        let mut request = spec::request(spec, pipeline).map_err(text)?;
+        let Some(noise) =
+            resolve_noise(&spec.noise, pipeline, &mut self.inversions, &spec.model.name(), step)?
+        else {
+            return Ok(None);
+        };
+        request.init_latent = noise;
+        let mut callback = |v: &StepView<'_>| step(v.index + 1, v.total, Some(v.denoised));
+        let rendered = pipeline.render(&request, &mut callback).map_err(|e| e.to_string())?;
+        Ok(rendered.map(|r| {
+            let parameters = spec.a1111_parameters(request.steps, (r.width, r.height));
+            Finished::Image {
+                rgb: r.rgb,
+                width: r.width,
+                height: r.height,
+                latent: Some(r.latent),
+                unknown_words: r.unknown_words,
+                parameters,
+            }
+        }))
+    }
+
+    /// Sets the byte budget of the caches (text conditionings and inverted latents).
+    pub fn set_cache_budget(&mut self, bytes: usize) {
+        self.inversions.set_budget(bytes / 2);
+        if let Some((_, p)) = &self.pipeline {
+            p.set_cache_budget(bytes / 2);
+        }
+    }
+}
+
+/// The starting noise of `noise`: `Ok(Some(None))` for a plain seed (the pipeline draws it),
+/// `Ok(None)` when the step hook cancelled an inversion.
+fn resolve_noise(
+    noise: &NoiseSpec,
+    pipeline: &Pipeline,
+    cache: &mut LruCache<String, Tensor>,
+    model: &str,
+    step: &mut StepHook<'_>,
+) -> Result<Option<Option<Tensor>>, String> {
+    let text = |e: SpecError| e.to_string();
+    match noise {
+        NoiseSpec::Seed(_) => Ok(Some(None)),
+        NoiseSpec::Inverted { image, prompt, guidance, steps } => {
+            invert(image, prompt, *guidance, *steps, pipeline, cache, model, step).map(|t| t.map(Some))
+        }
+        NoiseSpec::Slerp { a, b, t } => {
+            let mut endpoint = |n: &NoiseSpec| -> Result<Option<Tensor>, String> {
+                Ok(match resolve_noise(n, pipeline, cache, model, step)? {
+                    None => None,
+                    Some(Some(tensor)) => Some(tensor),
+                    Some(None) => {
+                        let NoiseSpec::Seed(seed) = n else { return Err("unresolved noise".into()) };
+                        Some(spec::seeded_latent(*seed, pipeline).map_err(text)?)
+                    }
+                })
+            };
+            let (Some(a), Some(b)) = (endpoint(a)?, endpoint(b)?) else { return Ok(None) };
+            Ok(Some(Some(spec::blend(&a, &b, *t).map_err(text)?)))
+        }
+    }
+}
+
+/// DDIM inversion of a picture, through the cache.
+#[allow(clippy::too_many_arguments)]
+fn invert(
+    image: &ImageSpec,
+    prompt: &str,
+    guidance: f64,
+    steps: usize,
+    pipeline: &Pipeline,
+    cache: &mut LruCache<String, Tensor>,
+    model: &str,
+    step: &mut StepHook<'_>,
+) -> Result<Option<Tensor>, String> {
+    let key = serde_json::to_string(&(model, image, prompt, guidance, steps)).unwrap_or_default();
+    if let Some(hit) = cache.get(&key) {
+        return Ok(Some(hit));
+    }
+    let text = |e: SpecError| e.to_string();
+    let size = pipeline.image_size();
+    let picture =
+        spec::rgb_tensor(&spec::raster(image, size, size).map_err(text)?).map_err(|e| e.to_string())?;
+    let latent = pipeline.encode_image(&picture).map_err(|e| e.to_string())?;
+    let guidance = Guidance { scale: guidance, rescale: 0.0, interval: None };
+    let mut callback = |v: &StepView<'_>| step(v.index + 1, v.total, None);
+    let inverted =
+        pipeline.invert(&latent, prompt, guidance, steps, &mut callback).map_err(|e| e.to_string())?;
+    if let Some(noise) = &inverted {
+        cache.insert(key, noise.clone());
+    }
+    Ok(inverted)
 }
 
 impl Backend for StudioBackend {
@@ -49,15 +183,13 @@ impl Backend for StudioBackend {
     fn run(&mut self, work: &StudioJob, step: &mut StepHook<'_>) -> Result<Option<Finished>, String> {
         match &work.task {
             Task::LoadModel { path, options } => {
-                self.pipeline = None;
-                let pipeline = Pipeline::load(path, options).map_err(|e| e.to_string())?;
-                let preview = LatentRgbMap::for_pipeline(&pipeline).map_err(|e| e.to_string())?;
-                self.pipeline = Some(pipeline);
+                let pipeline = self.load(path, options)?;
+                let preview = LatentRgbMap::for_pipeline(pipeline).map_err(|e| e.to_string())?;
                 let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
                 Ok(Some(Finished::ModelLoaded { name, preview }))
             }
             Task::Render(request) => {
-                let Some(pipeline) = &self.pipeline else {
+                let Some((_, pipeline)) = &self.pipeline else {
                     return Err("no model is loaded".into());
                 };
                 let mut callback = |v: &StepView<'_>| step(v.index + 1, v.total, Some(v.denoised));
@@ -67,7 +199,14 @@ impl Backend for StudioBackend {
                     width: r.width,
                     height: r.height,
                     latent: Some(r.latent),
+                    unknown_words: r.unknown_words,
+                    parameters: String::new(),
                 }))
+            }
+            Task::Spec(spec) => self.render_spec(spec, step),
+            Task::SetCacheBudget(bytes) => {
+                self.set_cache_budget(*bytes);
+                Ok(None)
             }
         }
     }

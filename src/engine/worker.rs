@@ -98,6 +98,10 @@ impl<B: Backend> Worker<B> {
 
     pub(super) fn run(mut self) {
         loop {
+            // A shutdown may have arrived while a job ran (its step hook drains messages).
+            if self.queue.shutdown {
+                return;
+            }
             if self.queue.order.is_empty() {
                 match self.jobs.recv() {
                     Ok(message) => self.queue.accept(message, &self.out),

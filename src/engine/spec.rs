@@ -1,0 +1,272 @@
+//! Render specifications: plain data (no tensors) describing a whole render, what the graph
+//! evaluator produces and the studio backend runs. Being plain data they serialise, compare and
+//! hash, which keys the caches of inverted latents and interpolation frames.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::core::interpolate::slerp;
+use crate::core::{Guidance, SamplerKind, SamplerOptions, SeededNoise, TimestepSpacing};
+use crate::imageio::{read_image, resize, Rgb};
+use crate::models::pipeline::{InitImage, Pipeline, Request};
+use crate::sketch::Canvas;
+
+/// Where a model comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub enum ModelSource {
+    /// The model that ships with the studio.
+    #[default]
+    Builtin,
+    /// A diffusers folder or a single `.safetensors` file.
+    Path(PathBuf),
+}
+
+impl ModelSource {
+    /// A short name for the node and PNG metadata.
+    pub fn name(&self) -> String {
+        match self {
+            Self::Builtin => "built-in".into(),
+            Self::Path(path) => path
+                .file_name()
+                .map_or_else(|| path.display().to_string(), |name| name.to_string_lossy().into_owned()),
+        }
+    }
+
+    /// The folder or file to load.
+    pub fn path(&self) -> PathBuf {
+        match self {
+            Self::Builtin => builtin_model_dir(),
+            Self::Path(path) => path.clone(),
+        }
+    }
+}
+
+/// Where the built-in model lives: `assets/builtin` beside the executable when installed
+/// (packaging puts it there), otherwise in the source tree.
+pub fn builtin_model_dir() -> PathBuf {
+    let installed = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join("assets").join("builtin")))
+        .filter(|dir| dir.join("model_index.json").is_file());
+    installed.unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("assets").join("builtin"))
+}
+
+/// A picture to start from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ImageSpec {
+    /// A file, resized to the render size.
+    File(PathBuf),
+    /// Strokes over a base picture (or the canvas background).
+    Canvas {
+        /// The strokes.
+        canvas: Canvas,
+        /// What they are painted over.
+        base: Option<Box<ImageSpec>>,
+    },
+}
+
+/// Starting noise.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum NoiseSpec {
+    /// Seeded Gaussian noise.
+    Seed(u64),
+    /// The noise DDIM inversion finds for a picture.
+    Inverted {
+        /// The picture.
+        image: ImageSpec,
+        /// Prompt the inversion is conditioned on.
+        prompt: String,
+        /// Guidance scale during inversion.
+        guidance: f64,
+        /// Inversion steps.
+        steps: usize,
+    },
+    /// Spherical interpolation between two noises.
+    Slerp {
+        /// t = 0.
+        a: Box<NoiseSpec>,
+        /// t = 1.
+        b: Box<NoiseSpec>,
+        /// Position in [0, 1].
+        t: f64,
+    },
+}
+
+/// An SDEdit start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InitSpec {
+    /// The picture.
+    pub image: ImageSpec,
+    /// Strength in (0, 1].
+    pub strength: f64,
+    /// The canvas whose mask layer limits the edit (ignored when it has no mask strokes).
+    pub mask: Option<Canvas>,
+}
+
+/// A whole render, as plain data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RenderSpec {
+    /// The model.
+    pub model: ModelSource,
+    /// Prompt.
+    pub prompt: String,
+    /// Negative prompt.
+    pub negative: String,
+    /// A second prompt and how far toward it to blend the conditioning.
+    pub prompt_to: Option<(String, f64)>,
+    /// Algorithm.
+    pub sampler: SamplerKind,
+    /// Steps (the model's default when `None`).
+    pub steps: Option<usize>,
+    /// diffusers' spacing name, or the model's.
+    pub spacing: Option<String>,
+    /// Karras sigmas, or the model's choice.
+    pub karras: Option<bool>,
+    /// DDIM eta.
+    pub eta: f64,
+    /// Guidance scale.
+    pub guidance: f64,
+    /// Guidance rescale.
+    pub rescale: f64,
+    /// Starting noise; its seed also seeds stochastic samplers.
+    pub noise: NoiseSpec,
+    /// SDEdit start.
+    pub init: Option<InitSpec>,
+}
+
+impl RenderSpec {
+    /// A stable text key for caches.
+    pub fn key(&self) -> String {
+        // Plain data: serialising cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// The seed stochastic samplers draw from: the first seed in the noise.
+    pub fn seed(&self) -> u64 {
+        fn first(noise: &NoiseSpec) -> u64 {
+            match noise {
+                NoiseSpec::Seed(s) => *s,
+                NoiseSpec::Inverted { .. } => 0,
+                NoiseSpec::Slerp { a, .. } => first(a),
+            }
+        }
+        first(&self.noise)
+    }
+
+    /// AUTOMATIC1111's `parameters` text for this render.
+    pub fn a1111_parameters(&self, steps: usize, size: (usize, usize)) -> String {
+        let mut text = self.prompt.clone();
+        if !self.negative.is_empty() {
+            text.push_str(&format!("\nNegative prompt: {}", self.negative));
+        }
+        text.push_str(&format!(
+            "\nSteps: {steps}, Sampler: {}, CFG scale: {}, Seed: {}, Size: {}x{}, Model: {}",
+            self.sampler.a1111_name(),
+            self.guidance,
+            self.seed(),
+            size.0,
+            size.1,
+            self.model.name()
+        ));
+        if let Some(init) = &self.init {
+            text.push_str(&format!(", Denoising strength: {}", init.strength));
+        }
+        text
+    }
+}
+
+/// Turning a spec into tensors failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    /// A picture could not be read.
+    #[error(transparent)]
+    Image(#[from] crate::imageio::ImageError),
+    /// The pipeline refused it.
+    #[error(transparent)]
+    Pipeline(#[from] crate::models::pipeline::PipelineError),
+    /// A tensor operation failed.
+    #[error(transparent)]
+    Tensor(#[from] candle_core::Error),
+    /// A diffusion-core check failed.
+    #[error(transparent)]
+    Core(#[from] crate::core::CoreError),
+}
+
+/// Reads or paints a picture at `width × height`.
+pub fn raster(spec: &ImageSpec, width: usize, height: usize) -> Result<Rgb, SpecError> {
+    Ok(match spec {
+        ImageSpec::File(path) => resize(&read_image(path)?, width, height),
+        ImageSpec::Canvas { canvas, base } => {
+            let base = base.as_deref().map(|b| raster(b, width, height)).transpose()?;
+            let painted = canvas.rasterize(width, height, base.as_ref().map(|b| b.data.as_slice()));
+            Rgb { width, height, data: painted.rgb }
+        }
+    })
+}
+
+/// An RGB picture as a `[1, 3, H, W]` tensor in [-1, 1].
+pub fn rgb_tensor(image: &Rgb) -> Result<Tensor, candle_core::Error> {
+    let data: Vec<f32> = image.data.iter().map(|&v| v as f32 / 127.5 - 1.0).collect();
+    Tensor::from_vec(data, (1, image.height, image.width, 3), &Device::Cpu)?
+        .permute((0, 3, 1, 2))?
+        .contiguous()
+}
+
+/// The edit mask of `canvas` at the latent size `[1, 1, h, w]` (1 = edit): a latent pixel is
+/// edited when any pixel of its patch is painted. `None` when the canvas has no mask strokes.
+pub fn latent_mask(canvas: &Canvas, pipeline: &Pipeline) -> Result<Option<Tensor>, SpecError> {
+    if !canvas.has_mask() {
+        return Ok(None);
+    }
+    let size = pipeline.image_size();
+    let f = pipeline.vae_factor();
+    let raster = canvas.rasterize(size, size, None);
+    let (lw, lh) = (size / f, size / f);
+    let mut mask = vec![0f32; lw * lh];
+    for (i, m) in mask.iter_mut().enumerate() {
+        let (lx, ly) = (i % lw, i / lw);
+        let painted = (0..f).any(|dy| (0..f).any(|dx| raster.mask[(ly * f + dy) * size + lx * f + dx] > 0));
+        *m = if painted { 1.0 } else { 0.0 };
+    }
+    Ok(Some(Tensor::from_vec(mask, (1, 1, lh, lw), &Device::Cpu)?))
+}
+
+/// Everything but the noise, as a pipeline request (the noise needs the inversion cache).
+pub fn request(spec: &RenderSpec, pipeline: &Pipeline) -> Result<Request, SpecError> {
+    let size = pipeline.image_size();
+    let init_image = match &spec.init {
+        None => None,
+        Some(init) => Some(InitImage {
+            image: rgb_tensor(&raster(&init.image, size, size)?)?,
+            strength: init.strength,
+            mask: init.mask.as_ref().map(|c| latent_mask(c, pipeline)).transpose()?.flatten(),
+        }),
+    };
+    let spacing = spec.spacing.as_deref().map(TimestepSpacing::parse).transpose()?;
+    Ok(Request {
+        prompt: spec.prompt.clone(),
+        negative: spec.negative.clone(),
+        sampler: spec.sampler,
+        options: SamplerOptions { spacing, karras: spec.karras, eta: spec.eta },
+        steps: spec.steps.unwrap_or(pipeline.defaults().steps),
+        guidance: Guidance { scale: spec.guidance, rescale: spec.rescale, interval: None },
+        seed: spec.seed(),
+        size: None,
+        init_latent: None,
+        init_image,
+        prompt_to: spec.prompt_to.clone(),
+    })
+}
+
+/// Seeded unit noise of the model's latent shape.
+pub fn seeded_latent(seed: u64, pipeline: &Pipeline) -> Result<Tensor, SpecError> {
+    let l = pipeline.image_size() / pipeline.vae_factor();
+    Ok(SeededNoise::new(seed).tensor(&[1, pipeline.latent_channels(), l, l], DType::F32, &Device::Cpu)?)
+}
+
+/// Slerps two resolved noises.
+pub fn blend(a: &Tensor, b: &Tensor, t: f64) -> Result<Tensor, SpecError> {
+    Ok(slerp(&a.to_dtype(DType::F32)?, &b.to_dtype(DType::F32)?, t)?)
+}

@@ -1,0 +1,117 @@
+//! AUTOMATIC1111's `parameters` text (what its PNGs carry): reading it into a graph's prompt,
+//! schedule and sampler, so a dropped A1111 picture sets up the same render.
+
+use super::Node;
+use crate::core::SamplerKind;
+
+/// The settings a `parameters` text holds (each may be missing).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Parameters {
+    /// The prompt (everything before the "Negative prompt:" and settings lines).
+    pub prompt: String,
+    /// The negative prompt.
+    pub negative: String,
+    /// `Steps:`.
+    pub steps: Option<usize>,
+    /// `Sampler:`, when it names one we have.
+    pub sampler: Option<SamplerKind>,
+    /// `CFG scale:`.
+    pub guidance: Option<f64>,
+    /// `Seed:`.
+    pub seed: Option<u64>,
+}
+
+/// Parses A1111's format: prompt lines, an optional `Negative prompt: …` line, and a last line
+/// of `Key: value` pairs separated by commas.
+pub fn parse(text: &str) -> Parameters {
+    let mut lines: Vec<&str> = text.lines().collect();
+    let mut out = Parameters::default();
+    if lines.last().is_some_and(|l| l.contains("Steps:")) {
+        let settings = lines.pop().unwrap_or_default();
+        for pair in settings.split(", ") {
+            let Some((key, value)) = pair.split_once(": ") else { continue };
+            let value = value.trim();
+            match key.trim() {
+                "Steps" => out.steps = value.parse().ok(),
+                "CFG scale" => out.guidance = value.parse().ok(),
+                "Seed" => out.seed = value.parse().ok(),
+                "Sampler" => out.sampler = SamplerKind::ALL.into_iter().find(|k| k.a1111_name() == value),
+                _ => {}
+            }
+        }
+    }
+    let negative_at = lines.iter().position(|l| l.starts_with("Negative prompt:"));
+    if let Some(at) = negative_at {
+        let negative: Vec<&str> = lines.drain(at..).collect();
+        out.negative = negative.join("\n").trim_start_matches("Negative prompt:").trim().to_string();
+    }
+    out.prompt = lines.join("\n").trim().to_string();
+    out
+}
+
+impl Parameters {
+    /// Writes these settings into the first Prompt, Schedule and Sampler nodes of `nodes`.
+    /// Returns how many nodes changed.
+    pub fn apply<'a>(&self, nodes: impl Iterator<Item = &'a mut Node>) -> usize {
+        let (mut prompt, mut schedule, mut sampler) = (false, false, false);
+        let mut changed = 0;
+        for node in nodes {
+            match node {
+                Node::Prompt(p) if !prompt => {
+                    prompt = true;
+                    p.prompt = self.prompt.clone();
+                    p.negative = self.negative.clone();
+                    changed += 1;
+                }
+                Node::Schedule(s) if !schedule => {
+                    schedule = true;
+                    s.steps = self.steps.unwrap_or(s.steps);
+                    changed += 1;
+                }
+                Node::Sampler(s) if !sampler => {
+                    sampler = true;
+                    s.algorithm = self.sampler.unwrap_or(s.algorithm);
+                    s.guidance = self.guidance.unwrap_or(s.guidance);
+                    s.seed = self.seed.unwrap_or(s.seed);
+                    changed += 1;
+                }
+                _ => {}
+            }
+        }
+        changed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::Graph;
+
+    #[test]
+    fn a1111_text_is_read_into_prompt_schedule_and_sampler() {
+        // As AUTOMATIC1111 1.x writes it.
+        let text = "a lake at dawn,\nwith pines\nNegative prompt: blurry\nSteps: 30, Sampler: Euler a, CFG scale: 6.5, \
+                    Seed: 1234, Size: 512x512, Model hash: abc";
+        let p = parse(text);
+        assert_eq!(p.prompt, "a lake at dawn,\nwith pines");
+        assert_eq!(p.negative, "blurry");
+        assert_eq!((p.steps, p.guidance, p.seed), (Some(30), Some(6.5), Some(1234)));
+        assert_eq!(p.sampler, Some(SamplerKind::EulerA));
+        let mut graph = Graph::first_start();
+        assert_eq!(p.apply(graph.nodes.iter_mut().map(|n| &mut n.node)), 3);
+        let sampler = graph.nodes.iter().find_map(|n| match &n.node {
+            Node::Sampler(s) => Some(s.clone()),
+            _ => None,
+        });
+        assert_eq!(
+            sampler.map(|s| (s.algorithm, s.guidance, s.seed)),
+            Some((SamplerKind::EulerA, 6.5, 1234))
+        );
+    }
+
+    #[test]
+    fn a_prompt_without_settings_is_all_prompt() {
+        assert_eq!(parse("just words").prompt, "just words");
+        assert_eq!(parse("just words").steps, None);
+    }
+}

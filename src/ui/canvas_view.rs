@@ -1,0 +1,187 @@
+//! The SDEdit canvas widget: paint strokes with the mouse or a pen (pressure when the device
+//! reports it), erase, fill, pick colours from swatches of the model's world, undo/redo, clear,
+//! and toggle between the picture and the mask layer.
+
+use egui::{Color32, Pos2, Rect, Sense, Stroke as Line, Ui};
+
+use crate::sketch::{Canvas, Layer, Raster, Stroke, Tool, SWATCHES};
+
+/// What happened on the canvas this frame.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct CanvasChange {
+    /// A stroke was finished, undone, redone or cleared, or a setting changed.
+    pub edited: bool,
+    /// The strength slider is being dragged.
+    pub dragging: bool,
+    /// The user asked to load a picture as the base.
+    pub load_base: bool,
+}
+
+/// Runtime state of a canvas widget: the stroke being drawn and the raster of the finished ones.
+#[derive(Default)]
+pub struct CanvasView {
+    current: Option<Stroke>,
+    texture: Option<(Vec<Stroke>, [u8; 3], egui::TextureHandle)>,
+}
+
+/// Pixels of the canvas texture (the picture is shown at this resolution).
+const TEXTURE_SIZE: usize = 256;
+
+fn rgb(c: [u8; 3]) -> Color32 {
+    Color32::from_rgb(c[0], c[1], c[2])
+}
+
+impl CanvasView {
+    /// Shows the tools and the canvas of `canvas`, `size` points wide.
+    pub fn ui(&mut self, ui: &mut Ui, canvas: &mut Canvas, base: Option<&[u8]>, size: f32) -> CanvasChange {
+        let mut change = CanvasChange::default();
+        self.tools_ui(ui, canvas, &mut change);
+        let (response, painter) = ui.allocate_painter(egui::vec2(size, size), Sense::drag());
+        let rect = response.rect;
+        let texture = self.texture(ui.ctx(), canvas, base);
+        painter.image(
+            texture.id(),
+            rect,
+            Rect::from_min_max(Pos2::ZERO, Pos2::new(1.0, 1.0)),
+            Color32::WHITE,
+        );
+        if canvas.brush.layer == Layer::Mask {
+            self.mask_overlay(&painter, canvas, rect);
+        }
+        let pressure = ui.input(|i| {
+            i.events.iter().rev().find_map(|e| match e {
+                egui::Event::Touch { force: Some(f), .. } => Some(*f),
+                _ => None,
+            })
+        });
+        if let Some(pos) = response.interact_pointer_pos() {
+            let p = (pos - rect.min) / size;
+            let point = [p.x.clamp(0.0, 1.0), p.y.clamp(0.0, 1.0), pressure.unwrap_or(1.0).clamp(0.05, 1.0)];
+            let stroke =
+                self.current.get_or_insert_with(|| Stroke { points: vec![], ..canvas.brush.clone() });
+            if stroke.points.last() != Some(&point) {
+                stroke.points.push(point);
+            }
+        }
+        if response.drag_stopped() || (response.clicked() && self.current.is_some()) {
+            if let Some(stroke) = self.current.take() {
+                canvas.push(stroke);
+                change.edited = true;
+            }
+        }
+        if let Some(stroke) = &self.current {
+            let color = if stroke.tool == Tool::Eraser { Color32::GRAY } else { rgb(stroke.color) };
+            let width = stroke.radius * size * 2.0;
+            let points: Vec<Pos2> =
+                stroke.points.iter().map(|p| rect.min + egui::vec2(p[0], p[1]) * size).collect();
+            painter.add(egui::Shape::line(points, Line::new(width, color)));
+        }
+        let response = response.on_hover_text("Paint with the mouse or a pen; release to render");
+        response.widget_info(|| egui::WidgetInfo::labeled(egui::WidgetType::Other, true, "SDEdit canvas"));
+        change
+    }
+
+    fn tools_ui(&mut self, ui: &mut Ui, canvas: &mut Canvas, change: &mut CanvasChange) {
+        ui.horizontal_wrapped(|ui| {
+            let brush = &mut canvas.brush;
+            ui.selectable_value(&mut brush.tool, Tool::Brush, "Brush").on_hover_text("Paint (B)");
+            ui.selectable_value(&mut brush.tool, Tool::Eraser, "Eraser")
+                .on_hover_text("Erase back to the base (E)");
+            ui.selectable_value(&mut brush.tool, Tool::Fill, "Fill").on_hover_text("Flood-fill a region (F)");
+            ui.separator();
+            let mask = ui
+                .selectable_label(brush.layer == Layer::Mask, "Mask layer")
+                .on_hover_text("Paint where the edit may change the picture; unpainted areas are kept");
+            if mask.clicked() {
+                brush.layer = if brush.layer == Layer::Mask { Layer::Paint } else { Layer::Mask };
+            }
+        });
+        ui.horizontal_wrapped(|ui| {
+            ui.label("Size");
+            ui.add(egui::Slider::new(&mut canvas.brush.radius, 0.005..=0.25).show_value(false))
+                .on_hover_text("Brush radius");
+            ui.color_edit_button_srgb(&mut canvas.brush.color).on_hover_text("Brush colour");
+            for swatch in SWATCHES {
+                let (rect, response) = ui.allocate_exact_size(egui::vec2(16.0, 16.0), Sense::click());
+                ui.painter().rect_filled(rect, 2.0, rgb(swatch));
+                if canvas.brush.color == swatch {
+                    ui.painter().rect_stroke(
+                        rect,
+                        2.0,
+                        Line::new(2.0, Color32::WHITE),
+                        egui::StrokeKind::Outside,
+                    );
+                }
+                let response = response.on_hover_text("A colour of the built-in model's world");
+                response.widget_info(|| egui::WidgetInfo::labeled(egui::WidgetType::Button, true, "swatch"));
+                if response.clicked() {
+                    canvas.brush.color = swatch;
+                }
+            }
+        });
+        ui.horizontal_wrapped(|ui| {
+            if ui
+                .add_enabled(!canvas.strokes.is_empty(), egui::Button::new("Undo"))
+                .on_hover_text("Ctrl+Z")
+                .clicked()
+            {
+                change.edited |= canvas.undo();
+            }
+            if ui
+                .add_enabled(!canvas.redo.is_empty(), egui::Button::new("Redo"))
+                .on_hover_text("Ctrl+Shift+Z")
+                .clicked()
+            {
+                change.edited |= canvas.redo();
+            }
+            if ui.button("Clear").on_hover_text("Remove every stroke (undo brings them back)").clicked() {
+                canvas.clear();
+                change.edited = true;
+            }
+            if ui.button("Load base…").on_hover_text("Paint over a picture").clicked() {
+                change.load_base = true;
+            }
+            ui.label("Background");
+            change.edited |= ui
+                .color_edit_button_srgb(&mut canvas.background)
+                .on_hover_text("Canvas background")
+                .changed();
+        });
+        ui.horizontal(|ui| {
+            let slider = ui
+                .add(egui::Slider::new(&mut canvas.strength, 0.05..=1.0).text("Strength"))
+                .on_hover_text("SDEdit t0: low keeps the strokes, high trades them for realism");
+            change.dragging |= slider.dragged();
+            change.edited |= slider.changed();
+        });
+    }
+
+    /// The finished strokes' picture, re-rasterised only when they changed.
+    fn texture(&mut self, ctx: &egui::Context, canvas: &Canvas, base: Option<&[u8]>) -> egui::TextureHandle {
+        if let Some((strokes, background, texture)) = &self.texture {
+            if *strokes == canvas.strokes && *background == canvas.background {
+                return texture.clone();
+            }
+        }
+        let raster = canvas.rasterize(TEXTURE_SIZE, TEXTURE_SIZE, base);
+        let image = egui::ColorImage::from_rgb([TEXTURE_SIZE, TEXTURE_SIZE], &raster.rgb);
+        let texture = ctx.load_texture("sdedit-canvas", image, egui::TextureOptions::LINEAR);
+        self.texture = Some((canvas.strokes.clone(), canvas.background, texture.clone()));
+        texture
+    }
+
+    /// Shows the mask layer as a translucent overlay while it is being painted.
+    fn mask_overlay(&self, painter: &egui::Painter, canvas: &Canvas, rect: Rect) {
+        let n = 64;
+        let Raster { mask, .. } = canvas.rasterize(n, n, None);
+        let cell = rect.width() / n as f32;
+        for (i, _) in mask.iter().enumerate().filter(|(_, m)| **m > 0) {
+            let min = rect.min + egui::vec2((i % n) as f32 * cell, (i / n) as f32 * cell);
+            painter.rect_filled(
+                Rect::from_min_size(min, egui::vec2(cell, cell)),
+                0.0,
+                Color32::from_rgba_unmultiplied(255, 40, 40, 90),
+            );
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! The studio window, driven through egui_kittest with the real engine and the built-in model:
+//! behaviour, not pictures. Each test uses its own temporary data directory.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use egui_kittest::kittest::Queryable;
+use egui_kittest::Harness;
+use latent_studio::app::{Options, StudioApp};
+use latent_studio::graph::node::InterpolateNode;
+use latent_studio::graph::{Node, PinRef};
+
+fn data_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("latent-studio-ui-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn harness(dir: &std::path::Path) -> Harness<'static, StudioApp> {
+    let app = StudioApp::new(Options { data_dir: dir.to_path_buf(), ..Options::default() });
+    Harness::builder()
+        .with_size(egui::vec2(1400.0, 860.0))
+        .build_ui_state(|ui, app: &mut StudioApp| app.ui(ui), app)
+}
+
+/// Steps frames until `done` holds (the engine works in the background).
+fn wait(h: &mut Harness<'_, StudioApp>, what: &str, done: impl Fn(&StudioApp) -> bool) {
+    let start = Instant::now();
+    while !done(h.state()) {
+        assert!(start.elapsed() < Duration::from_secs(180), "timed out waiting for {what}");
+        h.step();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn shown_key(app: &StudioApp) -> Option<String> {
+    app.shown_picture().map(|p| p.key)
+}
+
+fn wanted_key(app: &StudioApp) -> Option<String> {
+    let output = app.find(|n| matches!(n, Node::Output(_)))?;
+    app.outputs.get(&output)?.wanted.clone()
+}
+
+/// The newest wanted picture is shown and nothing is rendering.
+fn settled(app: &StudioApp) -> bool {
+    !app.busy() && shown_key(app).is_some() && shown_key(app) == wanted_key(app)
+}
+
+fn drag(h: &mut Harness<'_, StudioApp>, from: egui::Pos2, to: egui::Pos2, moves: usize) {
+    let button = |pos, pressed| egui::Event::PointerButton {
+        pos,
+        button: egui::PointerButton::Primary,
+        pressed,
+        modifiers: egui::Modifiers::NONE,
+    };
+    h.input_mut().events.push(egui::Event::PointerMoved(from));
+    h.step();
+    h.input_mut().events.push(button(from, true));
+    h.step();
+    for i in 1..=moves {
+        let pos = from + (to - from) * (i as f32 / moves as f32);
+        h.input_mut().events.push(egui::Event::PointerMoved(pos));
+        h.step();
+        std::thread::sleep(Duration::from_millis(16));
+    }
+    h.input_mut().events.push(button(to, false));
+    h.step();
+}
+
+fn mean_abs_diff(a: &[u8], b: &[u8], width: usize, rows: std::ops::Range<usize>) -> f64 {
+    let (start, end) = (rows.start * width * 3, rows.end * width * 3);
+    let sum: f64 =
+        a[start..end].iter().zip(&b[start..end]).map(|(x, y)| (f64::from(*x) - f64::from(*y)).abs()).sum();
+    sum / (end - start) as f64
+}
+
+#[test]
+fn the_first_start_graph_renders_a_picture_from_the_built_in_model() {
+    let dir = data_dir("first");
+    let mut h = harness(&dir);
+    wait(&mut h, "the first picture", settled);
+    let picture = h.state().shown_picture().map(|p| (p.width, p.height, p.rgb.to_vec()));
+    let Some((w, ht, rgb)) = picture else { panic!("no picture") };
+    assert_eq!((w, ht), (64, 64));
+    let mean = rgb.iter().map(|&v| f64::from(v)).sum::<f64>() / rgb.len() as f64;
+    let var = rgb.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / rgb.len() as f64;
+    assert!(var.sqrt() > 10.0, "a flat picture (std {})", var.sqrt());
+    assert!(!h.state().made.is_empty(), "the render is in the history strip");
+}
+
+#[test]
+fn a_painted_stroke_renders_an_sdedit_picture_that_changes_where_the_stroke_is() {
+    let dir = data_dir("stroke");
+    let mut h = harness(&dir);
+    wait(&mut h, "the first picture", settled);
+    let before = h.state().shown_picture().map(|p| p.rgb.to_vec()).unwrap_or_default();
+    let rect = h.get_by_label("SDEdit canvas").rect();
+    // A wide night-blue band across the top fifth (the sky in the first-start sketch).
+    h.state_mut().edit_node_where(
+        |n| matches!(n, Node::Canvas(_)),
+        |n| {
+            if let Node::Canvas(c) = n {
+                c.brush.color = [20, 25, 55];
+                c.brush.radius = 0.1;
+            }
+        },
+    );
+    let y = rect.top() + rect.height() * 0.1;
+    drag(&mut h, egui::pos2(rect.left() + 2.0, y), egui::pos2(rect.right() - 2.0, y), 12);
+    let strokes = |app: &StudioApp| {
+        app.graph.nodes.iter().find_map(|n| match &n.node {
+            Node::Canvas(c) => Some(c.strokes.len()),
+            _ => None,
+        })
+    };
+    assert_eq!(strokes(h.state()), Some(5), "the drag became a fifth stroke");
+    wait(&mut h, "the SDEdit render", |app| {
+        settled(app) && app.shown_picture().is_some_and(|p| p.rgb.to_vec() != before)
+    });
+    let after = h.state().shown_picture().map(|p| p.rgb.to_vec()).unwrap_or_default();
+    let top = mean_abs_diff(&before, &after, 64, 0..13);
+    let bottom = mean_abs_diff(&before, &after, 64, 44..64);
+    // The sky under the stroke turns toward the stroke's dark night blue.
+    let brightness =
+        |rgb: &[u8]| rgb[..13 * 64 * 3].iter().map(|&v| f64::from(v)).sum::<f64>() / (13.0 * 64.0 * 3.0);
+    let darker = brightness(&before) - brightness(&after);
+    eprintln!("change under the stroke {top:.1}, far from it {bottom:.1}, top darker by {darker:.1}");
+    assert!(top > 1.3 * bottom && top > 10.0, "change under the stroke {top:.1}, far from it {bottom:.1}");
+    assert!(darker > 15.0, "the sky under a night-blue stroke got darker by only {darker:.1}");
+}
+
+#[test]
+fn releasing_the_guidance_slider_while_a_render_runs_shows_the_newest_value() {
+    let dir = data_dir("slider");
+    let mut h = harness(&dir);
+    wait(&mut h, "the first picture", settled);
+    let sampler = h.state().find(|n| matches!(n, Node::Sampler(_)));
+    h.state_mut().selected = sampler;
+    h.step();
+    h.step();
+    let rect = h.get_by_role_and_label(egui::accesskit::Role::Slider, "Guidance").rect();
+    let (from, to) =
+        (rect.left_center() + egui::vec2(20.0, 0.0), rect.left_center() + egui::vec2(120.0, 0.0));
+    drag(&mut h, from, to, 20);
+    let guidance = |app: &StudioApp| {
+        app.graph.nodes.iter().find_map(|n| match &n.node {
+            Node::Sampler(s) => Some(s.guidance),
+            _ => None,
+        })
+    };
+    let released = guidance(h.state());
+    assert_ne!(released, Some(5.0), "the drag moved the slider");
+    wait(&mut h, "the released value's picture", settled);
+    let shown = h.state().shown_picture().map(|p| p.parameters).unwrap_or_default();
+    assert!(
+        shown.contains(&format!("CFG scale: {}", released.unwrap_or_default())),
+        "shown: {shown}, released at {released:?}"
+    );
+    assert!(h.state().cancelled_jobs > 0, "the drag's stale renders were dropped or cancelled");
+}
+
+#[test]
+fn scrubbing_an_interpolation_shows_cached_frames_at_once() {
+    let dir = data_dir("scrub");
+    let mut h = harness(&dir);
+    let mut graph = h.state().graph.clone();
+    let sampler = graph.nodes.iter().find(|n| matches!(n.node, Node::Sampler(_))).map(|n| n.id).unwrap_or(0);
+    let interp =
+        graph.add(Node::Interpolate(InterpolateNode { frames: 3, ..Default::default() }), [200.0, 600.0]);
+    let wired = graph.connect(PinRef { node: interp, pin: 0 }, PinRef { node: sampler, pin: 2 });
+    assert!(wired.is_ok());
+    h.state_mut().set_graph(graph, true);
+    wait(&mut h, "all three frames", |app| {
+        app.strips.values().next().is_some_and(|s| s.keys.iter().all(|k| app.pictures.peek(k)))
+    });
+    let frame_keys: Vec<String> =
+        h.state().strips.values().next().map(|s| s.keys.clone()).unwrap_or_default();
+    let set_position = |h: &mut Harness<'_, StudioApp>, t: f64| {
+        h.state_mut().edit_node(interp, |n| {
+            if let Node::Interpolate(i) = n {
+                i.position = t;
+            }
+        });
+        h.step();
+    };
+    set_position(&mut h, 0.5);
+    assert_eq!(
+        shown_key(h.state()).as_ref(),
+        Some(&frame_keys[1]),
+        "the middle frame shows in the same frame"
+    );
+    assert!(!h.state().busy(), "and needs no render");
+    set_position(&mut h, 0.9);
+    assert_eq!(shown_key(h.state()).as_ref(), Some(&frame_keys[2]), "the nearest frame shows at once");
+    assert!(h.state().busy(), "while the exact point renders");
+    wait(&mut h, "the exact point", settled);
+    assert!(!frame_keys.contains(&shown_key(h.state()).unwrap_or_default()));
+}
+
+#[test]
+fn undo_restores_a_deleted_node() {
+    let dir = data_dir("undo");
+    let mut h = harness(&dir);
+    h.step();
+    let sampler = h.state().find(|n| matches!(n, Node::Sampler(_))).unwrap_or(0);
+    let wires = h.state().graph.wires.len();
+    h.state_mut().delete_node(sampler);
+    h.step();
+    assert!(h.state().graph.node(sampler).is_none());
+    h.state_mut().canvas_focus = false;
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::Z);
+    h.step();
+    assert!(h.state().graph.node(sampler).is_some(), "Ctrl+Z brought the node back");
+    assert_eq!(h.state().graph.wires.len(), wires, "with its wires");
+}
+
+#[test]
+fn a_saved_png_reopens_its_graph_and_autosave_restores_an_unsaved_graph() {
+    let dir = data_dir("files");
+    let png = dir.join("saved.png");
+    {
+        let mut h = harness(&dir);
+        wait(&mut h, "the first picture", settled);
+        assert_eq!(h.state_mut().save_image(&png), Ok(()));
+        h.state_mut().edit_node_where(
+            |n| matches!(n, Node::Prompt(_)),
+            |n| {
+                if let Node::Prompt(p) = n {
+                    p.prompt = "night over a desert".into();
+                }
+            },
+        );
+        h.step();
+        let prompt = |app: &StudioApp| {
+            app.graph.nodes.iter().find_map(|n| match &n.node {
+                Node::Prompt(p) => Some(p.prompt.clone()),
+                _ => None,
+            })
+        };
+        h.state_mut().open_path(&png);
+        h.step();
+        assert_eq!(prompt(h.state()).as_deref(), Some("sunset over snowy mountains with a lake"));
+        // Edit again and drop the app without saving: the autosave keeps the edit.
+        h.state_mut().edit_node_where(
+            |n| matches!(n, Node::Prompt(_)),
+            |n| {
+                if let Node::Prompt(p) = n {
+                    p.prompt = "dawn over a forest".into();
+                }
+            },
+        );
+        h.step();
+        std::thread::sleep(Duration::from_millis(600));
+        h.step();
+        let autosave = std::fs::read_to_string(dir.join("autosave.json")).unwrap_or_default();
+        assert!(autosave.contains("dawn over a forest"), "written within a second of the edit");
+    }
+    let h = harness(&dir);
+    let restored = h
+        .state()
+        .graph
+        .nodes
+        .iter()
+        .any(|n| matches!(&n.node, Node::Prompt(p) if p.prompt == "dawn over a forest"));
+    assert!(restored, "the next start restored the autosave");
+}
