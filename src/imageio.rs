@@ -58,8 +58,9 @@ pub fn write_png(path: &Path, image: &Rgb, parameters: &str) -> Result<(), Image
     write_png_texts(path, image, &[("parameters", parameters)])
 }
 
-/// Writes an RGB PNG with text chunks (keyword, text): tEXt where the text is Latin-1, iTXt
-/// otherwise. Written to a temporary name and renamed.
+/// Writes an RGB PNG with text chunks (keyword, text): `parameters` as tEXt where the text is
+/// Latin-1 (as AUTOMATIC1111 writes it), every other chunk as UTF-8 iTXt. Written to a temporary
+/// name and renamed.
 pub fn write_png_texts(path: &Path, image: &Rgb, texts: &[(&str, &str)]) -> Result<(), ImageError> {
     let tmp = temporary_name(path);
     let result = (|| -> Result<(), png::EncodingError> {
@@ -69,7 +70,7 @@ pub fn write_png_texts(path: &Path, image: &Rgb, texts: &[(&str, &str)]) -> Resu
         encoder.set_color(png::ColorType::Rgb);
         encoder.set_depth(png::BitDepth::Eight);
         for (keyword, text) in texts {
-            if text.chars().all(|c| (c as u32) < 256) {
+            if *keyword == "parameters" && text.chars().all(|c| (c as u32) < 256) {
                 encoder.add_text_chunk(keyword.to_string(), text.to_string())?;
             } else {
                 encoder.add_itxt_chunk(keyword.to_string(), text.to_string())?;

@@ -147,6 +147,28 @@ fn a_size_that_is_not_a_multiple_of_the_vae_factor_is_refused() {
 }
 
 #[test]
+fn a_size_too_large_for_memory_is_an_error_naming_the_need() {
+    let pipeline = Pipeline::load(&fixture(), &LoadOptions::default()).unwrap();
+    // 16384x16384 pixels is a 8192x8192 latent here: its attention scores alone need petabytes.
+    let request = Request {
+        prompt: "a cat".into(),
+        negative: String::new(),
+        sampler: SamplerKind::Ddim,
+        options: Default::default(),
+        steps: 2,
+        guidance: Guidance::default(),
+        seed: 0,
+        size: Some((16384, 16384)),
+        init_latent: None,
+        init_image: None,
+        prompt_to: None,
+    };
+    let err = pipeline.render(&request, &mut |_: &StepView<'_>| ControlFlow::Continue(())).err().unwrap();
+    assert!(matches!(err, PipelineError::Invalid { name: "size", .. }), "{err}");
+    assert!(err.to_string().contains("GiB of memory is free"), "{err}");
+}
+
+#[test]
 fn an_fp16_variant_is_used_when_it_is_the_only_weights() {
     let dir = copy_model("fp16");
     let vae = dir.join("vae");

@@ -153,6 +153,8 @@ pub struct StudioApp {
     ctx: egui::Context,
     /// Step previews are drawn by the WGSL shader (a wgpu adapter exists).
     pub gpu_preview: bool,
+    /// The last refused wire's reason, shown as a tooltip for a few seconds.
+    refused: Option<(String, Instant)>,
 }
 
 impl StudioApp {
@@ -215,6 +217,7 @@ impl StudioApp {
             last_plans: Vec::new(),
             ctx: egui::Context::default(),
             gpu_preview: false,
+            refused: None,
         };
         for p in problems {
             app.error(p);
@@ -399,8 +402,17 @@ impl StudioApp {
             selected: self.selected,
             out: Default::default(),
         };
-        graph_view::graph_ui(ui, &mut self.snarl, &mut viewer);
+        let response = graph_view::graph_ui(ui, &mut self.snarl, &mut viewer);
         let out = viewer.out;
+        if let Some(reason) = &out.refused {
+            self.refused = Some((reason.clone(), Instant::now()));
+        }
+        if let Some((reason, at)) = &self.refused {
+            if at.elapsed() < Duration::from_secs(4) {
+                response.show_tooltip_text(reason.as_str());
+                ui.ctx().request_repaint_after(Duration::from_millis(250));
+            }
+        }
         if let Some(id) = out.clicked {
             self.selected = Some(id);
         }

@@ -95,7 +95,28 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     if wanted("engine") {
         engine_figures(&args.model)?;
     }
+    if wanted("ui_frame") {
+        ui_figures();
+    }
     Ok(())
+}
+
+/// The studio's per-frame CPU time and frame interval while the engine renders continuously.
+fn ui_figures() {
+    let dir = std::env::temp_dir().join(format!("latent-studio-bench-{}", std::process::id()));
+    let times = crate::app::bench::frame_times(Duration::from_secs(5), dir.clone());
+    let _ = std::fs::remove_dir_all(&dir);
+    let q = crate::app::bench::quantile;
+    let note = format!("built-in model rendering throughout; {} renders finished in 5 s", times.renders);
+    emit("ui_frame_cpu_median", q(&times.frame_ms, 0.5), "ms", &note);
+    emit("ui_frame_cpu_p99", q(&times.frame_ms, 0.99), "ms", &note);
+    emit("ui_frame_interval_median", q(&times.interval_ms, 0.5), "ms", "frames asked for every 16 ms");
+    emit(
+        "ui_frame_interval_p99",
+        q(&times.interval_ms, 0.99),
+        "ms",
+        "frames asked for every 16 ms; goal <= 16",
+    );
 }
 
 fn render_job(guidance: f64, steps: usize) -> StudioJob {

@@ -125,11 +125,11 @@ impl Graph {
     pub fn first_start() -> Self {
         let mut graph = Graph::default();
         let model = graph.add(Node::Model(Default::default()), [0.0, 0.0]);
-        let prompt = graph.add(Node::Prompt(Default::default()), [180.0, 0.0]);
-        let schedule = graph.add(Node::Schedule(Default::default()), [180.0, 200.0]);
-        let canvas = graph.add(Node::Canvas(Default::default()), [180.0, 380.0]);
-        let sampler = graph.add(Node::Sampler(Default::default()), [460.0, 60.0]);
-        let output = graph.add(Node::Output(Default::default()), [700.0, 100.0]);
+        let prompt = graph.add(Node::Prompt(Default::default()), [200.0, 0.0]);
+        let schedule = graph.add(Node::Schedule(Default::default()), [200.0, 160.0]);
+        let canvas = graph.add(Node::Canvas(Default::default()), [200.0, 300.0]);
+        let sampler = graph.add(Node::Sampler(Default::default()), [580.0, 60.0]);
+        let output = graph.add(Node::Output(Default::default()), [960.0, 80.0]);
         let wires = [
             (model, 0, prompt, 0),
             (prompt, 0, sampler, 0),

@@ -477,7 +477,34 @@ impl Pipeline {
                 });
             }
         }
-        Ok((w / f, h / f))
+        let (lw, lh) = (w / f, h / f);
+        self.check_memory(w, h, lw, lh)?;
+        Ok((lw, lh))
+    }
+
+    /// Refuses a size whose largest tensors would not fit in the memory the system has free, so
+    /// a huge size is an error rather than an abort. The self-attention scores at full latent
+    /// resolution dominate (batch 2 for guidance, at most 8 heads); activations get a generous
+    /// allowance.
+    fn check_memory(&self, w: usize, h: usize, lw: usize, lh: usize) -> Result<(), PipelineError> {
+        let Some(free) = available_memory_bytes() else { return Ok(()) };
+        let tokens = (lw * lh) as u128;
+        let elem = self.dtype.size_in_bytes() as u128;
+        let width = self.unet.config().block_out_channels.first().copied().unwrap_or(320) as u128;
+        let need = 2 * 8 * tokens * tokens * elem + 64 * 2 * width * tokens * elem;
+        if need > u128::from(free) {
+            let gib = |b: u128| b as f64 / (1u64 << 30) as f64;
+            return Err(PipelineError::Invalid {
+                name: "size",
+                value: format!("{w}x{h}"),
+                reason: format!(
+                    "a render this size needs about {:.1} GiB and {:.1} GiB of memory is free",
+                    gib(need),
+                    gib(u128::from(free))
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// Renders `request`; `callback` sees every step and can stop the run (then `None`).
@@ -594,4 +621,12 @@ impl Pipeline {
         let unit = ((image.squeeze(0)?.permute((1, 2, 0))? + 1.0)? / 2.0)?.clamp(0f32, 1f32)?;
         Ok((unit * 255.0)?.round()?.to_dtype(DType::U8)?.flatten_all()?.to_vec1()?)
     }
+}
+
+/// Free memory (`MemAvailable` in /proc/meminfo), where the system reports it.
+fn available_memory_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }

@@ -230,7 +230,7 @@ fn shorten(text: &str, max: usize) -> String {
 }
 
 /// Shows the graph.
-pub fn graph_ui(ui: &mut Ui, snarl: &mut Snarl<Shown>, viewer: &mut Viewer<'_>) {
+pub fn graph_ui(ui: &mut Ui, snarl: &mut Snarl<Shown>, viewer: &mut Viewer<'_>) -> egui::Response {
     let style = SnarlStyle { collapsible: Some(false), ..SnarlStyle::new() };
-    SnarlWidget::new().id_salt("studio-graph").style(style).show(snarl, viewer, ui);
+    SnarlWidget::new().id_salt("studio-graph").style(style).show(snarl, viewer, ui)
 }

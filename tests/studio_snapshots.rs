@@ -1,0 +1,61 @@
+//! Snapshot tests of each node's properties panel, the canvas and the node graph, rendered with
+//! wgpu (Mesa's lavapipe in CI). `UPDATE_SNAPSHOTS=1 cargo test --test studio_snapshots` rewrites
+//! them after an intended change; look at the PNGs in `tests/snapshots/` before committing.
+
+use std::collections::HashMap;
+
+use egui_kittest::Harness;
+
+use latent_studio::graph::{Graph, Node};
+use latent_studio::sketch::Canvas;
+use latent_studio::ui::canvas_view::CanvasView;
+use latent_studio::ui::graph_view::{graph_ui, to_snarl, Viewer};
+use latent_studio::ui::properties::properties_ui;
+
+#[test]
+fn each_node_kind_has_its_properties_panel() {
+    let mut results = egui_kittest::SnapshotResults::new();
+    for node in Node::all_kinds() {
+        if matches!(node, Node::Canvas(_)) {
+            continue;
+        }
+        let name = format!("properties_{}", node.title().to_lowercase().replace(' ', "_"));
+        let mut h = Harness::builder().with_size(egui::vec2(380.0, 260.0)).build_ui_state(
+            |ui, node: &mut Node| {
+                let _ = properties_ui(ui, node, &["dragon".into()]);
+            },
+            node,
+        );
+        h.run();
+        h.snapshot(&name);
+        results.extend_harness(&mut h);
+    }
+    results.unwrap();
+}
+
+#[test]
+fn the_canvas_panel() {
+    let mut view = CanvasView::default();
+    let mut h = Harness::builder().with_size(egui::vec2(380.0, 480.0)).build_ui_state(
+        move |ui, canvas: &mut Canvas| {
+            let _ = view.ui(ui, canvas, None, 340.0);
+        },
+        Canvas::default(),
+    );
+    h.run();
+    h.snapshot("canvas");
+}
+
+#[test]
+fn the_first_start_graph() {
+    let notes = HashMap::new();
+    let thumbnails = HashMap::new();
+    let mut snarl = to_snarl(&Graph::first_start());
+    let mut h = Harness::builder().with_size(egui::vec2(960.0, 640.0)).build_ui(move |ui| {
+        let mut viewer =
+            Viewer { notes: &notes, thumbnails: &thumbnails, selected: None, out: Default::default() };
+        graph_ui(ui, &mut snarl, &mut viewer);
+    });
+    h.run();
+    h.snapshot("graph_first_start");
+}
