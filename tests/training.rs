@@ -28,6 +28,7 @@ fn a_short_run_writes_a_loadable_folder_and_resumes() {
         learning_rate: 1e-3,
         checkpoint_every: 1,
         uncond_share: 0.5,
+        half: false,
     };
     let mut reports = 0;
     let state = train(&opts, &mut |_| reports += 1).unwrap();
@@ -52,6 +53,19 @@ fn a_short_run_writes_a_loadable_folder_and_resumes() {
     assert_eq!(state.scaling_factor, Some(scaling), "the latent scale is kept on resume");
     let log = std::fs::read_to_string(dir.join("loss.csv")).unwrap();
     assert_eq!(log.lines().count(), 5);
+
+    // The f16 export halves the weight files, and a later resume reads them back.
+    let unet_file = dir.join("unet/diffusion_pytorch_model.safetensors");
+    let f32_bytes = std::fs::metadata(&unet_file).unwrap().len();
+    opts.half = true;
+    train(&opts, &mut |_| {}).unwrap();
+    let f16_bytes = std::fs::metadata(&unet_file).unwrap().len();
+    assert!(f16_bytes * 10 < f32_bytes * 6, "{f16_bytes} bytes in f16 vs {f32_bytes} in f32");
+    let tensors = candle_core::safetensors::load(&unet_file, &dev).unwrap();
+    assert!(tensors.values().all(|t| t.dtype() == DType::F16));
+    opts.half = false;
+    opts.unet_steps = 4;
+    assert_eq!(train(&opts, &mut |_| {}).unwrap().unet_step, 4);
 
     // The folder renders through the pipeline, reporting unknown words.
     let pipeline = Pipeline::load(&dir, &LoadOptions::default()).unwrap();

@@ -79,6 +79,9 @@ pub struct TrainArgs {
     /// Steps between checkpoints.
     #[arg(long, default_value_t = 50)]
     pub checkpoint_every: usize,
+    /// When training ends, rewrite the weights in f16 (how `assets/builtin` ships them).
+    #[arg(long)]
+    pub half: bool,
 }
 
 /// Arguments of `timesteps`.
@@ -142,6 +145,7 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
         learning_rate: args.lr,
         checkpoint_every: args.checkpoint_every.max(1),
         uncond_share: 0.1,
+        half: args.half,
     };
     let mut last_line = std::time::Instant::now();
     let mut report = |p: &crate::training::train::Progress| {

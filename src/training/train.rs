@@ -68,6 +68,9 @@ pub struct TrainOptions {
     pub checkpoint_every: usize,
     /// Share of examples trained without their caption, for classifier-free guidance.
     pub uncond_share: f64,
+    /// When training ends, rewrite the weights in f16 (the form the studio ships; a later
+    /// `--resume` reads them back as f32).
+    pub half: bool,
 }
 
 /// Where a run stands; saved beside the checkpoints.
@@ -120,12 +123,39 @@ fn write_json(path: &Path, value: &impl Serialize) -> Result<(), TrainError> {
 }
 
 fn save(map: &VarMap, path: &Path) -> Result<(), TrainError> {
+    save_as(map, path, DType::F32)
+}
+
+/// Writes a map's tensors in `dtype` (f32 checkpoints while training, f16 to ship).
+fn save_as(map: &VarMap, path: &Path, dtype: DType) -> Result<(), TrainError> {
     if let Some(dir) = path.parent() {
         io(dir, std::fs::create_dir_all(dir))?;
     }
     let tmp = path.with_extension("safetensors.tmp");
-    map.save(&tmp)?;
+    let tensors = map
+        .data()
+        .lock()
+        .map_err(|_| candle_core::Error::Msg("the weight map's lock is poisoned".into()))?
+        .iter()
+        .map(|(name, var)| Ok((name.clone(), var.as_tensor().to_dtype(dtype)?)))
+        .collect::<Result<std::collections::HashMap<_, _>, candle_core::Error>>()?;
+    candle_core::safetensors::save(&tensors, &tmp)?;
     io(path, std::fs::rename(&tmp, path))
+}
+
+/// Loads a checkpoint into a map whatever its float type (f32 checkpoints, f16 shipped weights).
+fn load_into(map: &VarMap, path: &Path) -> Result<(), TrainError> {
+    let tensors = candle_core::safetensors::load(path, &Device::Cpu)?;
+    let data =
+        map.data().lock().map_err(|_| candle_core::Error::Msg("the weight map's lock is poisoned".into()))?;
+    for (name, var) in data.iter() {
+        let Some(tensor) = tensors.get(name) else {
+            return Err(candle_core::Error::Msg(format!("{}: no tensor `{name}`", path.display())).into());
+        };
+        var.set(&tensor.to_dtype(var.dtype())?.to_device(var.device())?)
+            .map_err(|e| candle_core::Error::Msg(format!("{}: tensor `{name}`: {e}", path.display())))?;
+    }
+    Ok(())
 }
 
 /// The word tokenizer over the scene vocabulary.
@@ -217,7 +247,7 @@ pub fn train(opts: &TrainOptions, report: &mut dyn FnMut(&Progress)) -> Result<T
         {
             let path = opts.out.join(rel);
             if path.exists() {
-                map.load(&path)?;
+                load_into(map, &path)?;
             }
         }
     }
@@ -318,6 +348,11 @@ pub fn train(opts: &TrainOptions, report: &mut dyn FnMut(&Progress)) -> Result<T
             save(&text_map, &opts.out.join(TEXT_WEIGHTS))?;
             write_json(&state_path, &state)?;
         }
+    }
+    if opts.half {
+        save_as(&vae_map, &opts.out.join(VAE_WEIGHTS), DType::F16)?;
+        save_as(&unet_map, &opts.out.join(UNET_WEIGHTS), DType::F16)?;
+        save_as(&text_map, &opts.out.join(TEXT_WEIGHTS), DType::F16)?;
     }
     Ok(state)
 }
