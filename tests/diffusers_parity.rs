@@ -85,3 +85,29 @@ fn renders_match_diffusers_pixels() {
         assert!(mean <= 0.5 && max <= 4.0, "{name}: mean abs diff {mean}, max {max}");
     }
 }
+
+#[test]
+fn an_sdedit_start_is_encoded_once_and_the_cached_latent_is_the_same() {
+    let pipeline = Pipeline::load(&fixture().join("model"), &LoadOptions::default()).unwrap();
+    let size = pipeline.image_size();
+    let picture = |seed| {
+        latent_studio::core::SeededNoise::new(seed)
+            .tensor(&[1, 3, size, size], candle_core::DType::F32, &Device::Cpu)
+            .unwrap()
+            .clamp(-1f32, 1f32)
+            .unwrap()
+    };
+    let first = pipeline.encode_image(&picture(1)).unwrap();
+    assert_eq!(pipeline.cached_images(), 1);
+    let again = pipeline.encode_image(&picture(1)).unwrap();
+    assert_eq!(pipeline.cached_images(), 1, "the same pixels hit the cache");
+    let fresh = Pipeline::load(&fixture().join("model"), &LoadOptions::default())
+        .unwrap()
+        .encode_image(&picture(1))
+        .unwrap();
+    let diff = (&again - &fresh).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    assert_eq!(diff, 0.0, "the cached latent equals a fresh encoding");
+    assert_eq!(first.dims(), again.dims());
+    pipeline.encode_image(&picture(2)).unwrap();
+    assert_eq!(pipeline.cached_images(), 2, "other pixels are encoded anew");
+}

@@ -27,7 +27,7 @@ pub fn quantile(values: &[f64], q: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
-/// Runs the studio for `duration` at a 16 ms frame pace, changing the guidance twice a second so
+/// Runs the studio for `duration` at a 16 ms frame pace, changing the guidance every 1.5 s so
 /// the engine renders all the while (each change cancels the running render and starts anew).
 pub fn frame_times(duration: Duration, data_dir: std::path::PathBuf) -> FrameTimes {
     let ctx = egui::Context::default();
@@ -43,7 +43,7 @@ pub fn frame_times(duration: Duration, data_dir: std::path::PathBuf) -> FrameTim
         }
         last = begin;
         frame += 1;
-        let guidance = 4.0 + (frame / 30 % 40) as f64 * 0.05;
+        let guidance = 4.0 + (frame / 90 % 40) as f64 * 0.05;
         app.edit_node_where(
             |n| matches!(n, Node::Sampler(_)),
             |n| {

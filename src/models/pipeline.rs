@@ -212,6 +212,9 @@ pub struct Pipeline {
     defaults: ModelDefaults,
     /// Text conditionings by token ids: a prompt is encoded once while sliders move.
     conditionings: Mutex<LruCache<Vec<u32>, Tensor>>,
+    /// Encoded pictures by a hash of their pixels: an SDEdit start is encoded once while the
+    /// strength, guidance or prompt change.
+    encoded_images: Mutex<LruCache<u64, Tensor>>,
     dtype: DType,
     device: Device,
 }
@@ -363,7 +366,20 @@ impl Pipeline {
         let vae = Vae::new(&vae_config, load_weights(&vae_path, dtype, &device)?)
             .map_err(|source| PipelineError::Weights { path: vae_path, source })?;
         let conditionings = Mutex::new(LruCache::new(CONDITIONING_CACHE_BYTES));
-        Ok(Self { tokenizer, text, unet, vae, scheduler, prediction, defaults, conditionings, dtype, device })
+        let encoded_images = Mutex::new(LruCache::new(CONDITIONING_CACHE_BYTES));
+        Ok(Self {
+            tokenizer,
+            text,
+            unet,
+            vae,
+            scheduler,
+            prediction,
+            defaults,
+            conditionings,
+            encoded_images,
+            dtype,
+            device,
+        })
     }
 
     /// Loads a single-file LDM checkpoint with the shipped CLIP vocabulary.
@@ -395,6 +411,7 @@ impl Pipeline {
             dtype: options.dtype,
             defaults: ModelDefaults::default(),
             conditionings: Mutex::new(LruCache::new(CONDITIONING_CACHE_BYTES)),
+            encoded_images: Mutex::new(LruCache::new(CONDITIONING_CACHE_BYTES)),
             device: options.device.clone(),
         })
     }
@@ -457,11 +474,19 @@ impl Pipeline {
         Ok(encoded)
     }
 
-    /// Sets the memory budget of the text-conditioning cache.
+    /// Sets the memory budget of the text-conditioning and encoded-picture caches (half each).
     pub fn set_cache_budget(&self, bytes: usize) {
         if let Ok(mut cache) = self.conditionings.lock() {
-            cache.set_budget(bytes);
+            cache.set_budget(bytes / 2);
         }
+        if let Ok(mut cache) = self.encoded_images.lock() {
+            cache.set_budget(bytes / 2);
+        }
+    }
+
+    /// How many encoded pictures are cached.
+    pub fn cached_images(&self) -> usize {
+        self.encoded_images.lock().map_or(0, |c| c.len())
     }
 
     /// Checks a requested size against the VAE factor.
@@ -555,8 +580,7 @@ impl Pipeline {
                         ),
                     });
                 }
-                let guide = (self.vae.encode(&init.image.to_device(&self.device)?.to_dtype(self.dtype)?)?.0
-                    * self.vae.config().scaling_factor)?;
+                let guide = self.encode_image(&init.image)?;
                 let edit = SdEdit {
                     guide: &guide,
                     noise: &noise,
@@ -582,10 +606,24 @@ impl Pipeline {
 
     /// Encodes a picture `[1, 3, H, W]` in [-1, 1] to a scaled latent (the distribution's mean).
     pub fn encode_image(&self, image: &Tensor) -> Result<Tensor, PipelineError> {
+        use std::hash::{Hash, Hasher};
         let (_, _, h, w) = image.dims4()?;
         self.latent_size(Some((w, h)))?;
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        image.dims().hash(&mut hasher);
+        for v in image.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()? {
+            v.to_bits().hash(&mut hasher);
+        }
+        let key = hasher.finish();
+        if let Some(hit) = self.encoded_images.lock().ok().and_then(|mut c| c.get(&key)) {
+            return Ok(hit);
+        }
         let image = image.to_device(&self.device)?.to_dtype(self.dtype)?;
-        Ok((self.vae.encode(&image)?.0 * self.vae.config().scaling_factor)?)
+        let encoded = (self.vae.encode(&image)?.0 * self.vae.config().scaling_factor)?;
+        if let Ok(mut cache) = self.encoded_images.lock() {
+            cache.insert(key, encoded.clone());
+        }
+        Ok(encoded)
     }
 
     /// DDIM inversion of a scaled latent with the model's schedule: the unit-variance noise that
