@@ -57,5 +57,8 @@ fn the_first_start_graph() {
         graph_ui(ui, &mut snarl, &mut viewer);
     });
     h.run();
-    h.snapshot("graph_first_start");
+    // egui-snarl draws wires in hash order, so where the canvas's two wires cross a few dozen
+    // pixels differ from run to run; anything more is a real change.
+    let options = egui_kittest::SnapshotOptions::new().failed_pixel_count_threshold(80);
+    h.snapshot_options("graph_first_start", &options);
 }

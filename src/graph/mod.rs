@@ -84,20 +84,20 @@ pub enum WireError {
 #[derive(Debug, thiserror::Error)]
 pub enum GraphFileError {
     /// Reading or writing failed.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file.
         path: String,
         /// What failed.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The JSON is not a graph.
-    #[error("{path} is not a Latent Studio graph: {source}")]
+    #[error("{path} is not a Latent Studio graph: {error}")]
     Parse {
         /// The file.
         path: String,
         /// Where and why parsing failed.
-        source: serde_json::Error,
+        error: serde_json::Error,
     },
     /// A wire in the file breaks the wiring rules.
     #[error("{path}: {reason}")]
@@ -243,7 +243,7 @@ impl Graph {
     /// Parses and validates a graph; `origin` names the source in errors.
     pub fn from_json(text: &str, origin: &str) -> Result<Self, GraphFileError> {
         let graph: Graph = serde_json::from_str(text)
-            .map_err(|source| GraphFileError::Parse { path: origin.into(), source })?;
+            .map_err(|error| GraphFileError::Parse { path: origin.into(), error })?;
         graph.validate().map_err(|reason| GraphFileError::Invalid { path: origin.into(), reason })?;
         Ok(graph)
     }
@@ -251,14 +251,14 @@ impl Graph {
     /// Reads a graph file.
     pub fn load(path: &Path) -> Result<Self, GraphFileError> {
         let text = std::fs::read_to_string(path)
-            .map_err(|source| GraphFileError::Io { path: path.display().to_string(), source })?;
+            .map_err(|error| GraphFileError::Io { path: path.display().to_string(), error })?;
         Self::from_json(&text, &path.display().to_string())
     }
 
     /// Writes a graph file atomically (a temporary name, then a rename).
     pub fn save(&self, path: &Path) -> Result<(), GraphFileError> {
         crate::imageio::write_atomic(path, self.to_json().as_bytes())
-            .map_err(|source| GraphFileError::Io { path: path.display().to_string(), source })
+            .map_err(|error| GraphFileError::Io { path: path.display().to_string(), error })
     }
 }
 
