@@ -59,6 +59,6 @@ fn the_first_start_graph() {
     h.run();
     // egui-snarl draws wires in hash order, so where the canvas's two wires cross a few dozen
     // pixels differ from run to run; anything more is a real change.
-    let options = egui_kittest::SnapshotOptions::new().failed_pixel_count_threshold(80);
+    let options = egui_kittest::SnapshotOptions::new().max_failed_pixels(80);
     h.snapshot_options("graph_first_start", &options);
 }
