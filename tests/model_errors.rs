@@ -125,10 +125,9 @@ fn pickles_are_refused_with_the_reason_and_the_way_out() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
-#[test]
-fn a_size_that_is_not_a_multiple_of_the_vae_factor_is_refused() {
-    let pipeline = Pipeline::load(&fixture(), &LoadOptions::default()).unwrap();
-    let request = Request {
+/// A two-step request at `width × height`.
+fn sized_request(width: usize, height: usize) -> Request {
+    Request {
         prompt: "a cat".into(),
         negative: String::new(),
         sampler: SamplerKind::Ddim,
@@ -136,11 +135,17 @@ fn a_size_that_is_not_a_multiple_of_the_vae_factor_is_refused() {
         steps: 2,
         guidance: Guidance::default(),
         seed: 0,
-        size: Some((15, 16)),
+        size: Some((width, height)),
         init_latent: None,
         init_image: None,
         prompt_to: None,
-    };
+    }
+}
+
+#[test]
+fn a_size_that_is_not_a_multiple_of_the_vae_factor_is_refused() {
+    let pipeline = Pipeline::load(&fixture(), &LoadOptions::default()).unwrap();
+    let request = sized_request(15, 16);
     let err = pipeline.render(&request, &mut |_: &StepView<'_>| ControlFlow::Continue(())).err().unwrap();
     assert!(matches!(err, PipelineError::Invalid { name: "width", .. }), "{err}");
     assert!(err.to_string().contains("multiple of 2"), "{err}");
@@ -150,19 +155,7 @@ fn a_size_that_is_not_a_multiple_of_the_vae_factor_is_refused() {
 fn a_size_too_large_for_memory_is_an_error_naming_the_need() {
     let pipeline = Pipeline::load(&fixture(), &LoadOptions::default()).unwrap();
     // 16384x16384 pixels is a 8192x8192 latent here: its attention scores alone need petabytes.
-    let request = Request {
-        prompt: "a cat".into(),
-        negative: String::new(),
-        sampler: SamplerKind::Ddim,
-        options: Default::default(),
-        steps: 2,
-        guidance: Guidance::default(),
-        seed: 0,
-        size: Some((16384, 16384)),
-        init_latent: None,
-        init_image: None,
-        prompt_to: None,
-    };
+    let request = sized_request(16384, 16384);
     let err = pipeline.render(&request, &mut |_: &StepView<'_>| ControlFlow::Continue(())).err().unwrap();
     assert!(matches!(err, PipelineError::Invalid { name: "size", .. }), "{err}");
     assert!(err.to_string().contains("GiB of memory is free"), "{err}");

@@ -155,6 +155,8 @@ pub struct StudioApp {
     pub gpu_preview: bool,
     /// The last refused wire's reason, shown as a tooltip for a few seconds.
     refused: Option<(String, Instant)>,
+    /// The graph changed since it was last planned (planning is skipped on quiet frames).
+    replan: bool,
 }
 
 impl StudioApp {
@@ -218,6 +220,7 @@ impl StudioApp {
             ctx: egui::Context::default(),
             gpu_preview: false,
             refused: None,
+            replan: true,
         };
         for p in problems {
             app.error(p);
@@ -249,6 +252,7 @@ impl StudioApp {
         self.snarl = graph_view::to_snarl(&graph);
         self.graph = graph;
         self.dirty = true;
+        self.replan = true;
         if self.selected.is_some_and(|id| self.graph.node(id).is_none()) {
             self.selected = None;
         }
@@ -356,11 +360,14 @@ impl StudioApp {
             self.gesture_recorded = pointer_down;
             self.graph = now;
             self.dirty = true;
+            self.replan = true;
         }
         if !pointer_down {
             self.gesture_recorded = false;
         }
-        self.plan_and_submit(dragging);
+        if std::mem::take(&mut self.replan) {
+            self.plan_and_submit(dragging);
+        }
         if self.was_dragging && !dragging {
             self.drag_released();
         }
