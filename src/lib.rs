@@ -7,6 +7,7 @@ pub mod cli;
 pub mod core;
 pub mod dataset;
 pub mod engine;
+pub mod evaluation;
 pub mod graph;
 pub mod imageio;
 pub mod models;

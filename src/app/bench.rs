@@ -15,6 +15,17 @@ pub struct FrameTimes {
     pub interval_ms: Vec<f64>,
     /// Renders finished meanwhile.
     pub renders: usize,
+    /// The process's resident memory at the end, with the studio and its model still loaded
+    /// (megabytes; `None` where /proc/self/status is missing).
+    pub resident_mb: Option<f64>,
+}
+
+/// This process's resident set size in megabytes (`VmRSS` in /proc/self/status).
+pub fn resident_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
 }
 
 /// The `q` quantile (0..=1) of `values`.
@@ -32,7 +43,7 @@ pub fn quantile(values: &[f64], q: f64) -> f64 {
 pub fn frame_times(duration: Duration, data_dir: std::path::PathBuf) -> FrameTimes {
     let ctx = egui::Context::default();
     let mut app = StudioApp::new(Options { data_dir, ..Options::default() });
-    let mut out = FrameTimes { frame_ms: vec![], interval_ms: vec![], renders: 0 };
+    let mut out = FrameTimes { frame_ms: vec![], interval_ms: vec![], renders: 0, resident_mb: None };
     let start = Instant::now();
     let mut last = Instant::now();
     let mut frame = 0u64;
@@ -66,5 +77,6 @@ pub fn frame_times(duration: Duration, data_dir: std::path::PathBuf) -> FrameTim
         }
     }
     out.renders = app.made.len();
+    out.resident_mb = resident_mb();
     out
 }

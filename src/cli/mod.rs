@@ -1,6 +1,7 @@
 //! The command line. With no subcommand it opens the studio window.
 
 mod bench;
+mod eval;
 mod interpolate;
 mod invert;
 mod progress;
@@ -51,6 +52,8 @@ pub enum Command {
     Interpolate(Box<interpolate::InterpolateArgs>),
     /// Time the networks and kernels; prints one JSON object per line.
     Bench(bench::BenchArgs),
+    /// Measure the model's quality (prompt adherence, Fréchet distance, SDEdit) and write sample sheets.
+    Eval(Box<eval::EvalArgs>),
     /// Evaluate a saved graph headlessly (the studio's evaluator) and write its picture.
     Run(run_graph::RunArgs),
 }
@@ -70,6 +73,9 @@ pub struct TrainArgs {
     /// UNet and text-encoder steps.
     #[arg(long, default_value_t = 6500)]
     pub unet_steps: usize,
+    /// Decoder fine-tuning steps after the UNet (the encoder and latent space stay fixed).
+    #[arg(long, default_value_t = 0)]
+    pub decoder_steps: usize,
     /// Scenes per step.
     #[arg(long, default_value_t = 16)]
     pub batch: usize,
@@ -132,6 +138,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Invert(args)) => invert::run(&args),
         Some(Command::Interpolate(args)) => interpolate::run(&args),
         Some(Command::Bench(args)) => bench::run(&args),
+        Some(Command::Eval(args)) => eval::run(&args),
     }
 }
 
@@ -141,6 +148,7 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
         resume: args.resume,
         vae_steps: args.vae_steps,
         unet_steps: args.unet_steps,
+        decoder_steps: args.decoder_steps,
         batch: args.batch.max(1),
         learning_rate: args.lr,
         checkpoint_every: args.checkpoint_every.max(1),
@@ -159,7 +167,10 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
     };
     let state = crate::training::train::train(&opts, &mut report)
         .with_context(|| format!("training into {}", args.out.display()))?;
-    eprintln!("done: {} autoencoder steps, {} UNet steps", state.vae_step, state.unet_step);
+    eprintln!(
+        "done: {} autoencoder steps, {} UNet steps, {} decoder steps",
+        state.vae_step, state.unet_step, state.decoder_step
+    );
     Ok(())
 }
 

@@ -6,6 +6,7 @@ pub mod scenes;
 pub mod vocabulary;
 
 pub use scenes::{
-    caption, render, scene, BodyKind, CelestialBody, Mountains, Scene, SceneParams, TimeOfDay, Trees, Water,
+    caption, render, scene, stated_labels, BodyKind, CelestialBody, Mountains, Scene, SceneParams, TimeOfDay,
+    Trees, Water,
 };
 pub use vocabulary::{words, MAX_WORDS, WORDS};

@@ -312,6 +312,20 @@ enum Template {
 /// feature are always named; when a caption runs long, what matters least to the picture
 /// (clouds and stars, then hills) is left out first.
 pub fn caption(params: &SceneParams, seed: u64) -> String {
+    describe(params, seed).0
+}
+
+/// The labels of `params` that the caption for `seed` pins down: every attribute except those
+/// whose mention was left out to keep the caption short (an attribute the caption does not name
+/// and the scene does not have counts as stated: "absent"). Prompt adherence is scored on these.
+pub fn stated_labels(params: &SceneParams, seed: u64) -> Vec<(&'static str, usize)> {
+    let dropped = describe(params, seed).1;
+    params.labels().into_iter().filter(|(name, _)| !dropped.contains(name)).collect()
+}
+
+/// The caption and the attributes whose mentions it had to leave out.
+fn describe(params: &SceneParams, seed: u64) -> (String, Vec<&'static str>) {
+    let mut dropped = Vec::new();
     let mut rng = Rng::new(seed ^ 0xCA97_10A5_0000_0002);
     let template = *rng.pick(&[Template::After, Template::Over, Template::Under, Template::View]);
     let time = params.time as usize;
@@ -326,7 +340,7 @@ pub fn caption(params: &SceneParams, seed: u64) -> String {
         let phrases = |m: &[Mention]| m.iter().map(|m| m.phrase).collect::<Vec<_>>();
         let text = compose(template, opening, &phrases(&land), &phrases(&sky));
         if vocab::words(&text).count() <= vocab::MAX_WORDS {
-            return text;
+            return (text, dropped);
         }
         // The lightest mention, the later one on ties; never the main landscape feature.
         let lightest = |m: &[Mention], skip: usize| {
@@ -340,9 +354,9 @@ pub fn caption(params: &SceneParams, seed: u64) -> String {
             (Some((l, i)), Some((s, _))) if l < s => (&mut land, i),
             (_, Some((_, i))) => (&mut sky, i),
             (Some((_, i)), None) => (&mut land, i),
-            (None, None) => return text,
+            (None, None) => return (text, dropped),
         };
-        list.remove(i);
+        dropped.push(list.remove(i).attribute);
     }
 }
 
@@ -351,36 +365,39 @@ pub fn caption(params: &SceneParams, seed: u64) -> String {
 struct Mention {
     phrase: &'static str,
     weight: u8,
+    /// The label ([`SceneParams::labels`]) the phrase states.
+    attribute: &'static str,
 }
 
 impl Mention {
     /// One phrase of `table`.
-    fn pick(rng: &mut Rng, table: &[&'static str], weight: u8) -> Self {
-        Self { phrase: table[rng.below(table.len())], weight }
+    fn pick(rng: &mut Rng, table: &[&'static str], weight: u8, attribute: &'static str) -> Self {
+        Self { phrase: table[rng.below(table.len())], weight, attribute }
     }
 }
 
 /// The ground, most prominent first; a meadow when nothing else is there.
 fn landscape_mentions(p: &SceneParams, rng: &mut Rng) -> Vec<Mention> {
     let tables = [
-        (p.desert, vocab::DESERT, 9),
-        (p.mountains == Mountains::Snowy, vocab::SNOWY_MOUNTAINS, 8),
-        (p.mountains == Mountains::Mountains, vocab::MOUNTAINS, 8),
-        (p.water == Water::Lake, vocab::LAKE, 8),
-        (p.water == Water::Sea, vocab::SEA, 8),
-        (p.beach, vocab::BEACH, 5),
-        (p.trees == Trees::Forest, vocab::FOREST, 7),
-        (p.trees == Trees::Pines, vocab::PINES, 6),
-        (p.fields, vocab::FIELDS, 6),
-        (p.hills, vocab::HILLS, 4),
+        (p.desert, vocab::DESERT, 9, "desert"),
+        (p.mountains == Mountains::Snowy, vocab::SNOWY_MOUNTAINS, 8, "mountains"),
+        (p.mountains == Mountains::Mountains, vocab::MOUNTAINS, 8, "mountains"),
+        (p.water == Water::Lake, vocab::LAKE, 8, "water"),
+        (p.water == Water::Sea, vocab::SEA, 8, "water"),
+        (p.beach, vocab::BEACH, 5, "beach"),
+        (p.trees == Trees::Forest, vocab::FOREST, 7, "trees"),
+        (p.trees == Trees::Pines, vocab::PINES, 6, "trees"),
+        (p.fields, vocab::FIELDS, 6, "fields"),
+        (p.hills, vocab::HILLS, 4, "hills"),
     ];
     let mut out: Vec<Mention> = tables
         .iter()
-        .filter(|(shown, _, _)| *shown)
-        .map(|&(_, table, weight)| Mention::pick(rng, table, weight))
+        .filter(|(shown, ..)| *shown)
+        .map(|&(_, table, weight, attribute)| Mention::pick(rng, table, weight, attribute))
         .collect();
     if out.is_empty() {
-        out.push(Mention::pick(rng, vocab::MEADOW, 9));
+        // Not a label name: the meadow is the main feature, never left out.
+        out.push(Mention::pick(rng, vocab::MEADOW, 9, "meadow"));
     }
     out
 }
@@ -388,10 +405,15 @@ fn landscape_mentions(p: &SceneParams, rng: &mut Rng) -> Vec<Mention> {
 /// What is in the sky, in random order.
 fn sky_mentions(p: &SceneParams, rng: &mut Rng) -> Vec<Mention> {
     let body = p.body.map(|b| if b.kind == BodyKind::Sun { vocab::SUN } else { vocab::MOON });
-    let tables =
-        [(body, 6), (p.stars.then_some(vocab::STARS), 3), ((p.clouds > 0).then_some(vocab::CLOUDS), 3)];
-    let mut out: Vec<Mention> =
-        tables.iter().filter_map(|&(table, weight)| Some(Mention::pick(rng, table?, weight))).collect();
+    let tables = [
+        (body, 6, "body"),
+        (p.stars.then_some(vocab::STARS), 3, "stars"),
+        ((p.clouds > 0).then_some(vocab::CLOUDS), 3, "clouds"),
+    ];
+    let mut out: Vec<Mention> = tables
+        .iter()
+        .filter_map(|&(table, weight, attribute)| Some(Mention::pick(rng, table?, weight, attribute)))
+        .collect();
     rng.shuffle(&mut out);
     out
 }
@@ -1311,6 +1333,27 @@ mod tests {
             let sea = ["sea", "ocean"].iter().any(|w| words(&text).any(|x| x == *w));
             assert_eq!(sea, p.water == Water::Sea, "{text:?}");
         }
+    }
+
+    #[test]
+    fn stated_labels_leave_out_exactly_what_the_caption_dropped() {
+        let mut dropped_stars = 0;
+        for seed in 0..2000 {
+            let p = SceneParams::random(seed);
+            let (text, stated) = (caption(&p, seed), stated_labels(&p, seed));
+            let all = p.labels();
+            assert!(stated.iter().all(|l| all.contains(l)), "{text:?}");
+            assert!(stated.iter().any(|(name, _)| *name == "time_of_day"), "{text:?}");
+            assert!(stated.iter().any(|(name, _)| *name == "water"), "{text:?}");
+            let says_stars = words(&text).any(|w| w == "stars");
+            let stars_stated = stated.iter().any(|(name, _)| *name == "stars");
+            // Stars are said exactly when the scene has them, unless the caption ran long.
+            assert_eq!(says_stars, p.stars && stars_stated, "{text:?}");
+            if p.stars && !stars_stated {
+                dropped_stars += 1;
+            }
+        }
+        assert!(dropped_stars > 0, "no long caption dropped its stars");
     }
 
     #[test]

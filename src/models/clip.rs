@@ -2,10 +2,10 @@
 //! paths mirror transformers' names. Stable Diffusion conditions on its last hidden state.
 
 use candle_core::{DType, Device, Module, Result, Tensor};
-use candle_nn::{Embedding, Linear, VarBuilder};
+use candle_nn::{Embedding, VarBuilder};
 use serde::{Deserialize, Serialize};
 
-use super::layers::{attention, LayerNorm};
+use super::layers::{attention, linear, LayerNorm, Linear};
 
 /// The fields of a transformers `CLIPTextConfig` this encoder reads.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -94,13 +94,13 @@ impl ClipTextModel {
                 let a = l.pp("self_attn");
                 Ok(EncoderLayer {
                     layer_norm1: LayerNorm::new(d, c.layer_norm_eps, l.pp("layer_norm1"))?,
-                    q_proj: candle_nn::linear(d, d, a.pp("q_proj"))?,
-                    k_proj: candle_nn::linear(d, d, a.pp("k_proj"))?,
-                    v_proj: candle_nn::linear(d, d, a.pp("v_proj"))?,
-                    out_proj: candle_nn::linear(d, d, a.pp("out_proj"))?,
+                    q_proj: linear(d, d, a.pp("q_proj"))?,
+                    k_proj: linear(d, d, a.pp("k_proj"))?,
+                    v_proj: linear(d, d, a.pp("v_proj"))?,
+                    out_proj: linear(d, d, a.pp("out_proj"))?,
                     layer_norm2: LayerNorm::new(d, c.layer_norm_eps, l.pp("layer_norm2"))?,
-                    fc1: candle_nn::linear(d, c.intermediate_size, l.pp("mlp").pp("fc1"))?,
-                    fc2: candle_nn::linear(c.intermediate_size, d, l.pp("mlp").pp("fc2"))?,
+                    fc1: linear(d, c.intermediate_size, l.pp("mlp").pp("fc1"))?,
+                    fc2: linear(c.intermediate_size, d, l.pp("mlp").pp("fc2"))?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;

@@ -1,8 +1,66 @@
 //! Building blocks shared by the networks, written from primitive tensor operations so that
 //! they also train (candle's fused layer-norm kernel has no backward pass).
 
+use std::cell::Cell;
+
 use candle_core::{Module, Result, Tensor, D};
-use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, Linear, VarBuilder};
+use candle_nn::{Conv2dConfig, GroupNorm, VarBuilder};
+
+thread_local! {
+    /// Floating-point operations of the convolutions, linear layers and attention products run
+    /// on this thread since the last [`count_flops`] began.
+    static FLOPS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Runs `f` and returns what it returned with the floating-point operations (2 per multiply-add)
+/// of the convolutions, linear layers and attention products it ran on this thread: the
+/// arithmetic that `bench` compares with the machine's matrix-multiply rate.
+pub fn count_flops<T>(f: impl FnOnce() -> T) -> (T, u64) {
+    let before = FLOPS.with(Cell::get);
+    let out = f();
+    (out, FLOPS.with(Cell::get) - before)
+}
+
+/// Adds the multiply-adds of a layer whose weight has `weight_elems` elements and `outputs`
+/// output features, for an output of `output_elems` elements.
+fn add_flops(weight_elems: usize, outputs: usize, output_elems: usize) {
+    let flops = 2 * weight_elems as u64 * (output_elems / outputs.max(1)) as u64;
+    FLOPS.with(|c| c.set(c.get() + flops));
+}
+
+/// A 2-D convolution (`torch.nn.Conv2d`) that counts its arithmetic.
+#[derive(Debug, Clone)]
+pub struct Conv2d(candle_nn::Conv2d);
+
+impl Module for Conv2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = self.0.forward(x)?;
+        add_flops(self.0.weight().elem_count(), self.0.weight().dim(0)?, y.elem_count());
+        Ok(y)
+    }
+}
+
+/// A linear layer (`torch.nn.Linear`) that counts its arithmetic.
+#[derive(Debug, Clone)]
+pub struct Linear(candle_nn::Linear);
+
+impl Module for Linear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = self.0.forward(x)?;
+        add_flops(self.0.weight().elem_count(), self.0.weight().dim(0)?, y.elem_count());
+        Ok(y)
+    }
+}
+
+/// A linear layer with bias, weights `weight` and `bias` under `vb`.
+pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
+    candle_nn::linear(in_dim, out_dim, vb).map(Linear)
+}
+
+/// A linear layer without bias.
+pub fn linear_no_bias(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
+    candle_nn::linear_no_bias(in_dim, out_dim, vb).map(Linear)
+}
 
 /// Layer normalisation over the last dimension with weight and bias (`torch.nn.LayerNorm`).
 #[derive(Debug, Clone)]
@@ -44,6 +102,8 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, mask: Option<
         scores = scores.broadcast_add(mask)?;
     }
     let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
+    // Two products of b · heads · n · m · d multiply-adds each.
+    FLOPS.with(|c| c.set(c.get() + 4 * (b * heads * n * m * d) as u64));
     probs.matmul(&v)?.transpose(1, 2)?.reshape((b, n, dim))
 }
 
@@ -56,7 +116,7 @@ pub fn conv(
     padding: usize,
     vb: VarBuilder,
 ) -> Result<Conv2d> {
-    candle_nn::conv2d(in_c, out_c, k, Conv2dConfig { padding, stride, ..Default::default() }, vb)
+    candle_nn::conv2d(in_c, out_c, k, Conv2dConfig { padding, stride, ..Default::default() }, vb).map(Conv2d)
 }
 
 /// diffusers' `ResnetBlock2D`: norm, SiLU, conv, (+ projected time embedding), norm, SiLU, conv,
@@ -83,7 +143,7 @@ impl Resnet {
     ) -> Result<Self> {
         let shortcut =
             (in_c != out_c).then(|| conv(in_c, out_c, 1, 1, 0, vb.pp("conv_shortcut"))).transpose()?;
-        let time_emb_proj = temb.map(|t| candle_nn::linear(t, out_c, vb.pp("time_emb_proj"))).transpose()?;
+        let time_emb_proj = temb.map(|t| linear(t, out_c, vb.pp("time_emb_proj"))).transpose()?;
         Ok(Self {
             norm1: candle_nn::group_norm(groups, in_c, eps, vb.pp("norm1"))?,
             conv1: conv(in_c, out_c, 3, 1, 1, vb.pp("conv1"))?,

@@ -4,10 +4,10 @@
 //! (training needs that) and every operation has a backward pass.
 
 use candle_core::{Module, Result, Tensor, D};
-use candle_nn::{Conv2d, GroupNorm, Linear, VarBuilder};
+use candle_nn::{GroupNorm, VarBuilder};
 use serde::{Deserialize, Serialize};
 
-use super::layers::{attention, conv, LayerNorm, Resnet};
+use super::layers::{attention, conv, linear, linear_no_bias, Conv2d, LayerNorm, Linear, Resnet};
 
 /// The fields of a diffusers UNet `config.json` this network reads.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -109,10 +109,10 @@ struct Attention {
 impl Attention {
     fn new(dim: usize, context_dim: usize, heads: usize, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            to_q: candle_nn::linear_no_bias(dim, dim, vb.pp("to_q"))?,
-            to_k: candle_nn::linear_no_bias(context_dim, dim, vb.pp("to_k"))?,
-            to_v: candle_nn::linear_no_bias(context_dim, dim, vb.pp("to_v"))?,
-            to_out: candle_nn::linear(dim, dim, vb.pp("to_out").pp("0"))?,
+            to_q: linear_no_bias(dim, dim, vb.pp("to_q"))?,
+            to_k: linear_no_bias(context_dim, dim, vb.pp("to_k"))?,
+            to_v: linear_no_bias(context_dim, dim, vb.pp("to_v"))?,
+            to_out: linear(dim, dim, vb.pp("to_out").pp("0"))?,
             heads,
         })
     }
@@ -145,8 +145,8 @@ impl TransformerBlock {
             norm2: LayerNorm::new(dim, 1e-5, vb.pp("norm2"))?,
             attn2: Attention::new(dim, context_dim, heads, vb.pp("attn2"))?,
             norm3: LayerNorm::new(dim, 1e-5, vb.pp("norm3"))?,
-            ff_in: candle_nn::linear(dim, dim * 8, ff.pp("0").pp("proj"))?,
-            ff_out: candle_nn::linear(dim * 4, dim, ff.pp("2"))?,
+            ff_in: linear(dim, dim * 8, ff.pp("0").pp("proj"))?,
+            ff_out: linear(dim * 4, dim, ff.pp("2"))?,
         })
     }
 
@@ -183,7 +183,7 @@ impl SpatialTransformer {
     fn new(channels: usize, heads: usize, c: &UNetConfig, vb: VarBuilder) -> Result<Self> {
         let proj = |name: &str| -> Result<Projection> {
             Ok(if c.use_linear_projection {
-                Projection::Linear(candle_nn::linear(channels, channels, vb.pp(name))?)
+                Projection::Linear(linear(channels, channels, vb.pp(name))?)
             } else {
                 Projection::Conv(conv(channels, channels, 1, 1, 0, vb.pp(name))?)
             })
@@ -294,8 +294,8 @@ impl UNet {
             dim: ch[0],
             flip: c.flip_sin_to_cos,
             shift: c.freq_shift,
-            linear_1: candle_nn::linear(ch[0], temb, tvb.pp("linear_1"))?,
-            linear_2: candle_nn::linear(temb, temb, tvb.pp("linear_2"))?,
+            linear_1: linear(ch[0], temb, tvb.pp("linear_1"))?,
+            linear_2: linear(temb, temb, tvb.pp("linear_2"))?,
         };
         let mut down = Vec::with_capacity(levels);
         let mut in_c = ch[0];

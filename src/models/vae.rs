@@ -2,10 +2,10 @@
 //! `config.json`; module paths mirror diffusers' weight names.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2d, GroupNorm, Linear, VarBuilder};
+use candle_nn::{GroupNorm, VarBuilder};
 use serde::{Deserialize, Serialize};
 
-use super::layers::{attention, conv, Resnet};
+use super::layers::{attention, conv, linear, Conv2d, Linear, Resnet};
 
 /// The fields of a diffusers VAE `config.json` this network reads.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -73,10 +73,10 @@ impl PixelAttention {
     fn new(ch: usize, groups: usize, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
             group_norm: candle_nn::group_norm(groups, ch, EPS, vb.pp("group_norm"))?,
-            to_q: candle_nn::linear(ch, ch, vb.pp("to_q"))?,
-            to_k: candle_nn::linear(ch, ch, vb.pp("to_k"))?,
-            to_v: candle_nn::linear(ch, ch, vb.pp("to_v"))?,
-            to_out: candle_nn::linear(ch, ch, vb.pp("to_out").pp("0"))?,
+            to_q: linear(ch, ch, vb.pp("to_q"))?,
+            to_k: linear(ch, ch, vb.pp("to_k"))?,
+            to_v: linear(ch, ch, vb.pp("to_v"))?,
+            to_out: linear(ch, ch, vb.pp("to_out").pp("0"))?,
         })
     }
 

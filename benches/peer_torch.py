@@ -1,0 +1,205 @@
+#!/usr/bin/env python3
+"""Latent Studio's `bench` figures side by side with diffusers + PyTorch on the CPU.
+
+Same thread count, same shapes, the same architectures built from the same config files (the
+built-in model's folder, and Stable Diffusion 1.5's UNet/VAE configs with zero weights, as
+`latent-studio bench` uses). Runs our benchmark for each figure, then PyTorch's, and prints one
+JSON object per figure with both values and the ratio ours/theirs (below 1: we are faster).
+
+    python3 -m venv /tmp/peer && /tmp/peer/bin/pip install torch diffusers transformers
+    cargo build --release
+    /tmp/peer/bin/python benches/peer_torch.py --threads 2
+
+Not part of CI: it needs PyTorch (about 3 GB of wheels) and a few minutes of a quiet machine.
+"""
+
+import argparse
+import json
+import pathlib
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+from safetensors.torch import load_file
+from transformers import CLIPTextConfig, CLIPTextModel
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+BUILTIN = REPO / "assets" / "builtin"
+PROMPT = "sunset over snowy mountains with a lake"  # the prompt of our bench's renders
+
+
+def median_ms(fn, repeat):
+    """Median wall time of `repeat` calls after one warm-up call, in milliseconds."""
+    fn()
+    times = []
+    for _ in range(max(repeat, 1)):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1e3
+
+
+def read_json(path):
+    return json.loads(path.read_text())
+
+
+def without_nulls(config):
+    return {k: v for k, v in config.items() if v is not None}
+
+
+def zeroed(module):
+    """Zero weights, as our bench uses: dense kernels take the same time whatever the values."""
+    with torch.no_grad():
+        for p in module.parameters():
+            p.zero_()
+    return module.eval()
+
+
+def builtin_vae_config():
+    config = read_json(BUILTIN / "vae" / "config.json")
+    levels = len(config["block_out_channels"])
+    config["down_block_types"] = ["DownEncoderBlock2D"] * levels
+    config["up_block_types"] = ["UpDecoderBlock2D"] * levels
+    return config
+
+
+SD15_VAE = {
+    "block_out_channels": [128, 256, 512, 512],
+    "down_block_types": ["DownEncoderBlock2D"] * 4,
+    "up_block_types": ["UpDecoderBlock2D"] * 4,
+    "layers_per_block": 2,
+    "latent_channels": 4,
+    "norm_num_groups": 32,
+    "sample_size": 512,
+}
+
+
+def unet_eval(unet, batch, side, tokens, width):
+    x = torch.zeros(batch, 4, side, side)
+    t = torch.full((batch,), 500.0)
+    ctx = torch.zeros(batch, tokens, width)
+    return lambda: unet(x, t, encoder_hidden_states=ctx).sample
+
+
+def flops_of(fn):
+    """GFLOP of one call by PyTorch's own counter (an independent check of ours)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops() / 1e9
+
+
+class BuiltinPipeline:
+    """The built-in model's text-to-image and SDEdit loops, as our pipeline runs them."""
+
+    def __init__(self):
+        text_config = without_nulls(read_json(BUILTIN / "text_encoder" / "config.json"))
+        self.text = CLIPTextModel(CLIPTextConfig(**text_config)).eval()
+        weights = load_file(str(BUILTIN / "text_encoder" / "model.safetensors"))
+        weights = {k if k.startswith("text_model.") else "text_model." + k: v.float() for k, v in weights.items()}
+        self.text.load_state_dict(weights, strict=False)
+        self.unet = UNet2DConditionModel.from_pretrained(BUILTIN, subfolder="unet", torch_dtype=torch.float32).eval()
+        self.vae = AutoencoderKL.from_config(builtin_vae_config()).eval()
+        vae_weights = load_file(str(BUILTIN / "vae" / "diffusion_pytorch_model.safetensors"))
+        self.vae.load_state_dict({k: v.float() for k, v in vae_weights.items()})
+        self.scaling = read_json(BUILTIN / "vae" / "config.json")["scaling_factor"]
+        self.scheduler = DDIMScheduler.from_config(without_nulls(read_json(BUILTIN / "scheduler" / "scheduler_config.json")))
+        tokenizer = read_json(BUILTIN / "tokenizer" / "tokenizer.json")
+        self.vocab = tokenizer["model"]["vocab"]
+        self.tokens = text_config["max_position_embeddings"]
+
+    def ids(self, prompt):
+        ids = [self.vocab.get(w, self.vocab["[UNK]"]) for w in prompt.split()][: self.tokens]
+        return torch.tensor([ids + [self.vocab["[PAD]"]] * (self.tokens - len(ids))])
+
+    def sample(self, steps, guidance, start=None, strength=1.0, network=None):
+        network = network or (lambda x, t, ctx: self.unet(x, t, encoder_hidden_states=ctx).sample)
+        ctx = torch.cat([self.text(self.ids("")).last_hidden_state, self.text(self.ids(PROMPT)).last_hidden_state])
+        self.scheduler.set_timesteps(steps)
+        timesteps = self.scheduler.timesteps
+        noise = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(1))
+        if start is None:
+            x = noise * self.scheduler.init_noise_sigma
+        else:
+            timesteps = timesteps[steps - int(steps * strength):]
+            guide = self.vae.encode(start).latent_dist.mean * self.scaling
+            x = self.scheduler.add_noise(guide, noise, timesteps[:1])
+        for t in timesteps:
+            eps_u, eps_c = network(torch.cat([x, x]), t, ctx).chunk(2)
+            x = self.scheduler.step(eps_u + guidance * (eps_c - eps_u), t, x).prev_sample
+        return x
+
+    def render(self, start=None, strength=1.0):
+        return self.vae.decode(self.sample(20, 5.0, start, strength) / self.scaling).sample
+
+
+def ours(binary, threads, repeat, only):
+    """Our figures whose name contains `only`, by name."""
+    out = subprocess.run(
+        [str(binary), "--threads", str(threads), "bench", "--repeat", str(repeat), "--only", only],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return {f["name"]: f for f in map(json.loads, filter(None, out.splitlines()))}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bin", default=str(REPO / "target" / "release" / "latent-studio"))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    builtin_unet = zeroed(UNet2DConditionModel.from_config(read_json(BUILTIN / "unet" / "config.json")))
+    sd15_unet = zeroed(UNet2DConditionModel(cross_attention_dim=768))
+    pipe = BuiltinPipeline()
+    picture = torch.zeros(1, 3, 64, 64)
+    identity = lambda x, t, ctx: x  # noqa: E731 - the network replaced by a pass-through
+
+    figures = [
+        # (our figure, our --only, PyTorch's callable, repeat, FLOP check)
+        ("builtin_unet_eval", "builtin_unet_eval", unet_eval(builtin_unet, 2, 16, 16, 64), args.repeat, True),
+        ("builtin_vae_decode", "builtin_vae_decode",
+         (lambda vae=zeroed(AutoencoderKL.from_config(builtin_vae_config())): vae.decode(torch.zeros(1, 4, 16, 16))),
+         args.repeat, False),
+        ("sd15_unet_eval_256", "sd15_unet_eval_256", unet_eval(sd15_unet, 1, 32, 77, 768), min(args.repeat, 3), True),
+        ("sd15_vae_decode_256", "sd15_vae_decode_256",
+         (lambda vae=zeroed(AutoencoderKL.from_config(SD15_VAE)): vae.decode(torch.zeros(1, 4, 32, 32))),
+         min(args.repeat, 3), False),
+        ("builtin_render_20_steps", "builtin_render", pipe.render, args.repeat, False),
+        ("builtin_sdedit_0.5", "builtin_sdedit", lambda: pipe.render(picture, 0.5), args.repeat, False),
+        ("sampler_overhead_per_step", "sampler_overhead",
+         lambda: pipe.sample(20, 5.0, network=identity), args.repeat, False),
+    ]
+    for name, only, fn, repeat, count_flops in figures:
+        mine = ours(args.bin, args.threads, args.repeat, only)
+        with torch.inference_mode():
+            theirs = median_ms(fn, repeat)
+            if name == "sampler_overhead_per_step":
+                theirs /= 20
+            line = {
+                "name": name,
+                "ours": mine[name]["value"],
+                "theirs": theirs,
+                "unit": "ms",
+                "ratio": mine[name]["value"] / theirs,
+                "threads": args.threads,
+                "note": "ratio = ours / PyTorch " + torch.__version__,
+            }
+            if count_flops:
+                line["gflop_ours"] = mine[name + "_gflop"]["value"]
+                line["gflop_torch_counter"] = flops_of(fn)
+                line["ceiling_share_ours"] = mine[name + "_ceiling_share"]["value"]
+        print(json.dumps(line), flush=True)
+        print(f"{name:28} ours {line['ours']:9.2f} ms   torch {theirs:9.2f} ms   ratio {line['ratio']:.2f}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,295 @@
+//! `latent-studio eval`: the built-in model's quality in figures (JSON lines, as `bench`), and
+//! sample sheets to look at. An attribute classifier trained on generator scenes scores prompt
+//! adherence and (in its feature space) a Fréchet distance to real scenes; stroke pictures made
+//! from scenes measure SDEdit's realism/faithfulness trade-off.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use candle_core::Device;
+
+use super::bench::emit;
+use super::render::ModelArgs;
+use crate::core::Guidance;
+use crate::dataset::scenes::{scene, stated_labels, SceneParams};
+use crate::evaluation::classifier::{self, images_tensor, AttributeClassifier, ClassifierTraining, SIZE};
+use crate::evaluation::frechet::{frechet_distance, Gaussian};
+use crate::evaluation::strokes::strokes;
+use crate::imageio::{write_png, Rgb};
+use crate::models::pipeline::{InitImage, Pipeline, Request};
+
+/// Arguments of `eval`.
+#[derive(Debug, clap::Args)]
+pub struct EvalArgs {
+    /// The model to evaluate.
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Pictures generated for prompt adherence and the Fréchet distance (and real scenes per set).
+    #[arg(long, default_value_t = 200)]
+    pub count: usize,
+    /// Stroke pictures edited at each SDEdit strength.
+    #[arg(long, default_value_t = 48)]
+    pub sdedit_count: usize,
+    /// Classifier weights: read when the file exists, otherwise trained and written there.
+    #[arg(long)]
+    pub classifier: Option<PathBuf>,
+    /// Classifier training steps (64 scenes each), when it is trained.
+    #[arg(long, default_value_t = 1500)]
+    pub classifier_steps: usize,
+    /// The sample sheet: eight prompts (columns) by four seeds (rows).
+    #[arg(long, default_value = "docs/samples.png")]
+    pub grid: PathBuf,
+    /// The SDEdit sheet: per row a scene, its strokes, and edits at strengths 0.3, 0.5, 0.7, 0.9.
+    #[arg(long, default_value = "docs/sdedit.png")]
+    pub sdedit_grid: PathBuf,
+}
+
+/// The sample sheet's prompts: every attribute appears in at least one.
+const PROMPTS: [&str; 8] = [
+    "sunset over snowy mountains with a lake",
+    "the sea at night with a full moon",
+    "desert dunes during the day with the sun",
+    "a forest at dawn with clouds",
+    "a calm lake under a purple dusk sky with stars",
+    "fields and hills in daylight with fluffy clouds",
+    "a sandy beach at sunset with the sun",
+    "pine trees and snowy peaks at night with many stars",
+];
+/// SDEdit strengths measured; the sheet shows the ones in [`SHEET_STRENGTHS`].
+const STRENGTHS: [f64; 8] = [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9];
+const SHEET_STRENGTHS: [f64; 4] = [0.3, 0.5, 0.7, 0.9];
+/// Seeds of the scenes behind each set; all below the training seeds (2^32 and up).
+const SET_A: u64 = 0;
+const SET_B: u64 = 1 << 20;
+const SDEDIT_SET: u64 = 2 << 20;
+const CLASSIFIER_SEEDS: u64 = 1 << 40;
+
+/// Runs `eval`.
+pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
+    let pipeline = args.model.load()?;
+    let net = classifier_for(args)?;
+    let judge = Judge { net: &net };
+    let n = args.count.max(2);
+
+    // The classifier on fresh scenes: two sets, A (whose captions are then generated) and B.
+    let set = |first: u64| (first..first + n as u64).map(|s| scene(s, SIZE)).collect::<Vec<_>>();
+    let (real_a, real_b) = (set(SET_A), set(SET_B));
+    let real_images = |v: &[crate::dataset::Scene]| v.iter().map(|s| s.image.clone()).collect::<Vec<_>>();
+    let (images_a, images_b) = (real_images(&real_a), real_images(&real_b));
+    let mut predicted = judge.predict(&images_a)?;
+    predicted.extend(judge.predict(&images_b)?);
+    let labels: Vec<_> = real_a.iter().chain(&real_b).map(|s| s.params.labels()).collect();
+    report_accuracy(
+        "classifier",
+        &classifier::accuracy(&predicted, &labels),
+        "fresh generator scenes; goal >= 0.95",
+    );
+
+    // Prompt adherence: pictures generated from set A's captions, scored on what each caption states.
+    let bar = super::progress::Bar::new("generate");
+    let mut generated = Vec::with_capacity(n);
+    for (i, s) in real_a.iter().enumerate() {
+        generated.push(generate(&pipeline, &s.caption, SET_A + i as u64, None)?);
+        bar.update(i + 1, n);
+    }
+    let stated: Vec<_> =
+        (0..n as u64).map(|i| stated_labels(&SceneParams::random(SET_A + i), SET_A + i)).collect();
+    let adherence = classifier::accuracy(&judge.predict(&generated)?, &stated);
+    report_accuracy("adherence", &adherence, "generated from the scenes' captions; goal >= 0.85");
+
+    let gaussian_b = judge.gaussian(&images_b)?;
+    let fd_generated = frechet_distance(&judge.gaussian(&generated)?, &gaussian_b);
+    let fd_real = frechet_distance(&judge.gaussian(&images_a)?, &gaussian_b);
+    emit(
+        "frechet_generated",
+        fd_generated,
+        "",
+        &format!("{n} generated vs {n} fresh scenes, classifier features"),
+    );
+    emit("frechet_real", fd_real, "", &format!("{n} fresh scenes vs {n} other fresh scenes: the scale"));
+
+    // SDEdit: realism (Fréchet distance to real scenes) against faithfulness (RMS distance to the strokes).
+    let scenes: Vec<_> = (0..args.sdedit_count.max(2) as u64).map(|i| scene(SDEDIT_SET + i, SIZE)).collect();
+    let painted: Vec<Vec<f32>> = scenes.iter().map(|s| strokes(&s.image, SIZE, 4, 6)).collect();
+    emit(
+        "sdedit_strokes_frechet",
+        frechet_distance(&judge.gaussian(&painted)?, &gaussian_b),
+        "",
+        "the stroke pictures themselves (strength 0)",
+    );
+    let mut sheet_rows: Vec<Vec<Vec<f32>>> =
+        scenes.iter().zip(&painted).take(4).map(|(s, p)| vec![s.image.clone(), p.clone()]).collect();
+    let bar = super::progress::Bar::new("sdedit");
+    for (k, &strength) in STRENGTHS.iter().enumerate() {
+        let mut edited = Vec::with_capacity(scenes.len());
+        for (i, (s, p)) in scenes.iter().zip(&painted).enumerate() {
+            let seed = SDEDIT_SET + i as u64;
+            edited.push(generate(&pipeline, &s.caption, seed, Some((p, strength)))?);
+            bar.update(k * scenes.len() + i + 1, STRENGTHS.len() * scenes.len());
+        }
+        let distance = edited.iter().zip(&painted).map(|(e, p)| rms(e, p)).sum::<f64>() / edited.len() as f64;
+        let realism = frechet_distance(&judge.gaussian(&edited)?, &gaussian_b);
+        let stated: Vec<_> =
+            scenes.iter().zip(SDEDIT_SET..).map(|(s, seed)| stated_labels(&s.params, seed)).collect();
+        let adherence = classifier::overall(&classifier::accuracy(&judge.predict(&edited)?, &stated));
+        let note = format!("strength {strength}, {} stroke pictures", scenes.len());
+        emit(
+            &format!("sdedit_{strength}_stroke_rms"),
+            distance,
+            "",
+            &format!("{note}; RMS to the strokes, [0,1] pixels"),
+        );
+        emit(&format!("sdedit_{strength}_frechet"), realism, "", &format!("{note}; vs fresh scenes"));
+        emit(&format!("sdedit_{strength}_adherence"), adherence, "share", &note);
+        if SHEET_STRENGTHS.contains(&strength) {
+            for (row, e) in sheet_rows.iter_mut().zip(&edited) {
+                row.push(e.clone());
+            }
+        }
+    }
+    write_sheet(&args.sdedit_grid, &sheet_rows)?;
+
+    // The sample sheet.
+    let bar = super::progress::Bar::new("samples");
+    let mut rows = Vec::new();
+    for seed in 1..=4u64 {
+        let mut row = Vec::new();
+        for prompt in PROMPTS {
+            row.push(generate(&pipeline, prompt, seed, None)?);
+            bar.update((seed as usize - 1) * PROMPTS.len() + row.len(), 4 * PROMPTS.len());
+        }
+        rows.push(row);
+    }
+    write_sheet(&args.grid, &rows)?;
+    eprintln!("wrote {} and {}", args.grid.display(), args.sdedit_grid.display());
+    Ok(())
+}
+
+/// The classifier: read from `--classifier` when that file exists, else trained (and saved there).
+fn classifier_for(args: &EvalArgs) -> anyhow::Result<AttributeClassifier> {
+    if let Some(path) = args.classifier.as_ref().filter(|p| p.exists()) {
+        return classifier::load(path).with_context(|| format!("reading the classifier {}", path.display()));
+    }
+    let opts = ClassifierTraining {
+        steps: args.classifier_steps.max(1),
+        batch: 64,
+        learning_rate: 2e-3,
+        first_seed: CLASSIFIER_SEEDS,
+    };
+    let start = std::time::Instant::now();
+    let mut loss = 0.0;
+    let trained = classifier::train(&opts, &mut |step, l| {
+        loss = if step == 1 { l } else { 0.95 * loss + 0.05 * l };
+        let eta = start.elapsed().as_secs_f64() / step as f64 * (opts.steps - step) as f64;
+        if step % 10 == 0 || step == opts.steps {
+            super::progress::draw("classifier", step, opts.steps, &format!("loss {loss:.3} "), eta);
+        }
+    })?;
+    if let Some(path) = &args.classifier {
+        trained.weights.save(path).with_context(|| format!("writing the classifier {}", path.display()))?;
+    }
+    Ok(trained.classifier)
+}
+
+/// The classifier applied in batches.
+struct Judge<'a> {
+    net: &'a AttributeClassifier,
+}
+
+impl Judge<'_> {
+    const BATCH: usize = 64;
+
+    fn predict(&self, images: &[Vec<f32>]) -> anyhow::Result<Vec<Vec<usize>>> {
+        let mut out = Vec::with_capacity(images.len());
+        for chunk in images.chunks(Self::BATCH) {
+            out.extend(self.net.predict(&images_tensor(chunk, &Device::Cpu)?)?);
+        }
+        Ok(out)
+    }
+
+    fn gaussian(&self, images: &[Vec<f32>]) -> anyhow::Result<Gaussian> {
+        let mut features = Vec::with_capacity(images.len());
+        for chunk in images.chunks(Self::BATCH) {
+            features.extend(self.net.features(&images_tensor(chunk, &Device::Cpu)?)?.to_vec2::<f32>()?);
+        }
+        Ok(Gaussian::fit(&features))
+    }
+}
+
+/// One picture with the model's defaults, as `SIZE`×`SIZE` values in [0, 1], channels last;
+/// `sdedit` starts it from a stroke picture at a strength.
+fn generate(
+    pipeline: &Pipeline,
+    prompt: &str,
+    seed: u64,
+    sdedit: Option<(&Vec<f32>, f64)>,
+) -> anyhow::Result<Vec<f32>> {
+    let defaults = pipeline.defaults();
+    let (sampler, _) = pipeline.default_sampler();
+    let init_image = match sdedit {
+        Some((picture, strength)) => Some(InitImage {
+            image: images_tensor(std::slice::from_ref(picture), &Device::Cpu)?,
+            strength,
+            mask: None,
+        }),
+        None => None,
+    };
+    let request = Request {
+        prompt: prompt.into(),
+        negative: String::new(),
+        sampler,
+        options: Default::default(),
+        steps: defaults.steps,
+        guidance: Guidance { scale: defaults.guidance, ..Guidance::default() },
+        seed,
+        size: Some((SIZE, SIZE)),
+        init_latent: None,
+        init_image,
+        prompt_to: None,
+    };
+    let rendered = pipeline
+        .render(&request, &mut |_| std::ops::ControlFlow::Continue(()))?
+        .context("the render stopped")?;
+    Ok(rendered.rgb.iter().map(|&v| f32::from(v) / 255.0).collect())
+}
+
+fn rms(a: &[f32], b: &[f32]) -> f64 {
+    let sum: f64 = a.iter().zip(b).map(|(x, y)| f64::from(x - y).powi(2)).sum();
+    (sum / a.len().max(1) as f64).sqrt()
+}
+
+/// Prints the overall share and one line per attribute that was scored.
+fn report_accuracy(prefix: &str, per_attribute: &[(&str, f64, usize)], note: &str) {
+    emit(&format!("{prefix}_accuracy"), classifier::overall(per_attribute), "share", note);
+    for (name, share, seen) in per_attribute.iter().filter(|(_, _, n)| *n > 0) {
+        emit(&format!("{prefix}_{name}"), *share, "share", &format!("{seen} labels"));
+    }
+}
+
+/// Writes rows of `SIZE`×`SIZE` pictures, each drawn at twice its size, 4 pixels apart.
+fn write_sheet(path: &std::path::Path, rows: &[Vec<Vec<f32>>]) -> anyhow::Result<()> {
+    let (zoom, gap) = (2, 4);
+    let tile = SIZE * zoom;
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let (width, height) = (cols * (tile + gap) + gap, rows.len() * (tile + gap) + gap);
+    let mut data = vec![255u8; width * height * 3];
+    for (r, row) in rows.iter().enumerate() {
+        for (c, picture) in row.iter().enumerate() {
+            let (x0, y0) = (gap + c * (tile + gap), gap + r * (tile + gap));
+            for y in 0..tile {
+                for x in 0..tile {
+                    let from = ((y / zoom) * SIZE + x / zoom) * 3;
+                    let to = ((y0 + y) * width + x0 + x) * 3;
+                    for k in 0..3 {
+                        data[to + k] = (picture[from + k].clamp(0.0, 1.0) * 255.0).round() as u8;
+                    }
+                }
+            }
+        }
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    write_png(path, &Rgb { width, height, data }, "latent-studio eval")?;
+    Ok(())
+}
