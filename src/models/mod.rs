@@ -2,6 +2,7 @@
 
 pub mod clip;
 pub mod clip_tokenizer;
+pub mod fast_conv;
 pub mod layers;
 pub mod pipeline;
 pub mod preview;

@@ -4,10 +4,12 @@
 //! (training needs that) and every operation has a backward pass.
 
 use candle_core::{Module, Result, Tensor, D};
-use candle_nn::{GroupNorm, VarBuilder};
+use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
-use super::layers::{attention, conv, linear, linear_no_bias, Conv2d, LayerNorm, Linear, Resnet};
+use super::layers::{
+    attention, conv, group_norm, linear, linear_no_bias, Conv2d, GroupNorm, LayerNorm, Linear, Resnet,
+};
 
 /// The fields of a diffusers UNet `config.json` this network reads.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -189,7 +191,7 @@ impl SpatialTransformer {
             })
         };
         Ok(Self {
-            norm: candle_nn::group_norm(c.norm_num_groups, channels, 1e-6, vb.pp("norm"))?,
+            norm: group_norm(c.norm_num_groups, channels, 1e-6, vb.pp("norm"))?,
             proj_in: proj("proj_in")?,
             block: TransformerBlock::new(
                 channels,
@@ -398,7 +400,7 @@ impl UNet {
             mid_resnets,
             mid_attention,
             up,
-            norm_out: candle_nn::group_norm(c.norm_num_groups, ch[0], c.norm_eps, vb.pp("conv_norm_out"))?,
+            norm_out: group_norm(c.norm_num_groups, ch[0], c.norm_eps, vb.pp("conv_norm_out"))?,
             conv_out: conv(ch[0], c.out_channels, 3, 1, 1, vb.pp("conv_out"))?,
         })
     }
@@ -444,6 +446,6 @@ impl UNet {
                 h = up.forward(&h.upsample_nearest2d(hh * 2, ww * 2)?)?;
             }
         }
-        self.conv_out.forward(&self.norm_out.forward(&h)?.silu()?)
+        self.conv_out.forward(&self.norm_out.forward_silu(&h)?)
     }
 }

@@ -2,10 +2,10 @@
 //! `config.json`; module paths mirror diffusers' weight names.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{GroupNorm, VarBuilder};
+use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
-use super::layers::{attention, conv, linear, Conv2d, Linear, Resnet};
+use super::layers::{attention, conv, group_norm, linear, Conv2d, GroupNorm, Linear, Resnet};
 
 /// The fields of a diffusers VAE `config.json` this network reads.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -72,7 +72,7 @@ struct PixelAttention {
 impl PixelAttention {
     fn new(ch: usize, groups: usize, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            group_norm: candle_nn::group_norm(groups, ch, EPS, vb.pp("group_norm"))?,
+            group_norm: group_norm(groups, ch, EPS, vb.pp("group_norm"))?,
             to_q: linear(ch, ch, vb.pp("to_q"))?,
             to_k: linear(ch, ch, vb.pp("to_k"))?,
             to_v: linear(ch, ch, vb.pp("to_v"))?,
@@ -188,7 +188,7 @@ impl Vae {
             enc_conv_in: conv(c.in_channels, ch[0], 3, 1, 1, e.pp("conv_in"))?,
             enc_levels,
             enc_mid: MidBlock::new(deepest, g, e.pp("mid_block"))?,
-            enc_norm_out: candle_nn::group_norm(g, deepest, EPS, e.pp("conv_norm_out"))?,
+            enc_norm_out: group_norm(g, deepest, EPS, e.pp("conv_norm_out"))?,
             enc_conv_out: conv(deepest, 2 * lat, 3, 1, 1, e.pp("conv_out"))?,
             quant_conv: c
                 .use_quant_conv
@@ -201,7 +201,7 @@ impl Vae {
             dec_conv_in: conv(lat, deepest, 3, 1, 1, d.pp("conv_in"))?,
             dec_mid: MidBlock::new(deepest, g, d.pp("mid_block"))?,
             dec_levels,
-            dec_norm_out: candle_nn::group_norm(g, ch[0], EPS, d.pp("conv_norm_out"))?,
+            dec_norm_out: group_norm(g, ch[0], EPS, d.pp("conv_norm_out"))?,
             dec_conv_out: conv(ch[0], c.out_channels, 3, 1, 1, d.pp("conv_out"))?,
         })
     }
@@ -224,7 +224,7 @@ impl Vae {
             }
         }
         h = self.enc_mid.forward(&h)?;
-        h = self.enc_conv_out.forward(&self.enc_norm_out.forward(&h)?.silu()?)?;
+        h = self.enc_conv_out.forward(&self.enc_norm_out.forward_silu(&h)?)?;
         if let Some(q) = &self.quant_conv {
             h = q.forward(&h)?;
         }
@@ -249,6 +249,6 @@ impl Vae {
                 h = up.forward(&h.upsample_nearest2d(hh * 2, ww * 2)?)?;
             }
         }
-        self.dec_conv_out.forward(&self.dec_norm_out.forward(&h)?.silu()?)
+        self.dec_conv_out.forward(&self.dec_norm_out.forward_silu(&h)?)
     }
 }
