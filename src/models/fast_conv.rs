@@ -1,10 +1,12 @@
 //! Convolution for inference on the CPU: the input unrolled into a `[C·k·k, H'·W']` matrix
 //! (im2col) with whole-row copies, then one matrix product per picture that lands straight in
-//! NCHW order — no transposes of the output, no strided gathers. 1×1 stride-1 convolutions skip
+//! NCHW order on top of the pre-filled bias — no transposes of the output, no strided gathers. 1×1 stride-1 convolutions skip
 //! the unrolling: the input already is that matrix. Used where no gradient is needed; candle's
 //! own convolution (which has a backward pass) serves training.
 
 use candle_core::{CpuStorage, DType, Result, Storage, Tensor};
+
+use super::gemm::{add_product, with_f32, View};
 use candle_nn::Conv2dConfig;
 
 /// `x` (`[B, C, H, W]`) convolved with `weight` (`[O, C, k, k]`) plus `bias`, or `None` when
@@ -33,19 +35,32 @@ pub fn conv2d(
     }
     let (oh, ow) = ((h + 2 * p - kh) / s + 1, (w + 2 * p - kw) / s + 1);
     let k = c * kh * kw;
-    let w2 = weight.reshape((o, k))?;
+    let n = oh * ow;
+    // Each picture's output rows start as the bias, and the product adds onto them.
+    let mut out = vec![0f32; b * o * n];
+    if let Some(bias) = bias {
+        let bias = bias.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+        for (row, value) in out.chunks_exact_mut(n).zip(bias.iter().cycle()) {
+            row.fill(*value);
+        }
+    }
     let x = x.contiguous()?;
-    let y = if kh == 1 && kw == 1 && s == 1 && p == 0 {
-        w2.broadcast_matmul(&x.reshape((b, c, h * w))?)?
-    } else {
-        let cols = unroll(&x, kh, kw, s, p, (oh, ow))?;
-        w2.broadcast_matmul(&cols)?
-    };
-    let y = y.reshape((b, o, oh, ow))?;
-    Ok(Some(match bias {
-        Some(bias) => y.broadcast_add(&bias.reshape((1, o, 1, 1))?)?,
-        None => y,
-    }))
+    let weight = weight.contiguous()?;
+    let direct = kh == 1 && kw == 1 && s == 1 && p == 0;
+    let cols = if direct { x.clone() } else { unroll(&x, kh, kw, s, p, (oh, ow))? };
+    let done = with_f32(&weight, |w| {
+        with_f32(&cols, |cols| {
+            for (picture, dst) in cols.chunks_exact(k * n).zip(out.chunks_exact_mut(o * n)) {
+                let a = View { data: w, shape: (o, k), strides: (k, 1) };
+                add_product(dst, a, View { data: picture, shape: (k, n), strides: (n, 1) })?;
+            }
+            Ok(())
+        })
+    })?;
+    if done.flatten().is_none() {
+        return Ok(None);
+    }
+    Tensor::from_vec(out, (b, o, oh, ow), x.device()).map(Some)
 }
 
 /// im2col: `[B, C·kh·kw, oh·ow]`, row `(c·kh + i)·kw + j` holding input plane `c` shifted by

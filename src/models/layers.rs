@@ -6,6 +6,8 @@ use std::cell::Cell;
 use candle_core::{CpuStorage, DType, Module, Result, Storage, Tensor, D};
 use candle_nn::{Conv2dConfig, VarBuilder};
 
+use super::gemm::{add_product, plain_f32, with_f32, View};
+
 thread_local! {
     /// Floating-point operations of the convolutions, linear layers and attention products run
     /// on this thread since the last [`count_flops`] began.
@@ -50,9 +52,53 @@ pub struct Linear(candle_nn::Linear);
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = self.0.forward(x)?;
+        let y = match self.fast(x)? {
+            Some(y) => y,
+            None => self.0.forward(x)?,
+        };
         add_flops(self.0.weight().elem_count(), self.0.weight().dim(0)?, y.elem_count());
         Ok(y)
+    }
+}
+
+impl Linear {
+    /// `x · Wᵀ + b` through [`super::gemm`] (bias pre-filled, the weight read transposed in
+    /// place), or `None` where gradients are tracked or the tensors are not f32 on the CPU.
+    fn fast(&self, x: &Tensor) -> Result<Option<Tensor>> {
+        let (weight, bias) = (self.0.weight(), self.0.bias());
+        let tracked = x.track_op() || weight.track_op() || bias.is_some_and(Tensor::track_op);
+        let f32_cpu = |t: &Tensor| t.dtype() == DType::F32 && t.device().is_cpu();
+        if tracked || !f32_cpu(x) || !f32_cpu(weight) || x.rank() == 0 {
+            return Ok(None);
+        }
+        let (out_dim, in_dim) = weight.dims2()?;
+        let dims = x.dims();
+        let rows = x.elem_count() / in_dim.max(1);
+        if dims[dims.len() - 1] != in_dim {
+            return Ok(None);
+        }
+        let mut out = vec![0f32; rows * out_dim];
+        if let Some(bias) = bias {
+            let bias = bias.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+            for row in out.chunks_exact_mut(out_dim) {
+                row.copy_from_slice(&bias);
+            }
+        }
+        let x = x.contiguous()?;
+        let done = super::gemm::with_f32(&x, |xs| {
+            super::gemm::with_f32(weight, |w| {
+                let a = super::gemm::View { data: xs, shape: (rows, in_dim), strides: (in_dim, 1) };
+                let wt = super::gemm::View { data: w, shape: (in_dim, out_dim), strides: (1, in_dim) };
+                super::gemm::add_product(&mut out, a, wt)
+            })
+        })?;
+        if done.flatten().is_none() {
+            return Ok(None);
+        }
+        let mut shape = dims.to_vec();
+        let last = shape.len() - 1;
+        shape[last] = out_dim;
+        Tensor::from_vec(out, shape, x.device()).map(Some)
     }
 }
 
@@ -85,12 +131,76 @@ impl LayerNorm {
 
 impl Module for LayerNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if let Some(y) = self.fused(x)? {
+            return Ok(y);
+        }
         let mean = x.mean_keepdim(D::Minus1)?;
         let centred = x.broadcast_sub(&mean)?;
         let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
         let normed = centred.broadcast_div(&(var + self.eps)?.sqrt()?)?;
         normed.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)
     }
+}
+
+impl LayerNorm {
+    /// One pass per row where no gradient is tracked, instead of nine tensor operations.
+    fn fused(&self, x: &Tensor) -> Result<Option<Tensor>> {
+        if !plain_f32(&[x, &self.weight, &self.bias]) || x.rank() == 0 {
+            return Ok(None);
+        }
+        let (weight, bias) = (self.weight.to_vec1::<f32>()?, self.bias.to_vec1::<f32>()?);
+        let dim = weight.len();
+        let x = x.contiguous()?;
+        if x.dim(D::Minus1)? != dim {
+            return Ok(None);
+        }
+        let mut out = vec![0f32; x.elem_count()];
+        let done = with_f32(&x, |xs| {
+            for (row, dst) in xs.chunks_exact(dim).zip(out.chunks_exact_mut(dim)) {
+                let mean = row.iter().sum::<f32>() / dim as f32;
+                let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / dim as f32;
+                let rstd = 1.0 / (var + self.eps as f32).sqrt();
+                for (((y, v), w), b) in dst.iter_mut().zip(row).zip(&weight).zip(&bias) {
+                    *y = (v - mean) * rstd * w + b;
+                }
+            }
+            Ok(())
+        })?;
+        if done.is_none() {
+            return Ok(None);
+        }
+        Tensor::from_vec(out, x.shape(), x.device()).map(Some)
+    }
+}
+
+/// GEGLU's gate: the first half of the last dimension times GELU (erf form) of the second half,
+/// in one pass where no gradient is tracked.
+pub fn geglu(h: &Tensor) -> Result<Tensor> {
+    let half = h.dim(D::Minus1)? / 2;
+    if plain_f32(&[h]) {
+        let h = h.contiguous()?;
+        let mut out = vec![0f32; h.elem_count() / 2];
+        let done = with_f32(&h, |hs| {
+            for (row, dst) in hs.chunks_exact(2 * half).zip(out.chunks_exact_mut(half)) {
+                let (value, gate) = row.split_at(half);
+                for ((y, v), g) in dst.iter_mut().zip(value).zip(gate) {
+                    // candle's `gelu_erf`, element for element.
+                    let gelu =
+                        (candle_core::cpu::erf::erf_f32(g * std::f32::consts::FRAC_1_SQRT_2) + 1.) * 0.5 * g;
+                    *y = v * gelu;
+                }
+            }
+            Ok(())
+        })?;
+        if done.is_some() {
+            let mut shape = h.dims().to_vec();
+            let last = shape.len() - 1;
+            shape[last] = half;
+            return Tensor::from_vec(out, shape, h.device());
+        }
+    }
+    let (value, gate) = (h.narrow(D::Minus1, 0, half)?, h.narrow(D::Minus1, half, half)?);
+    value * gate.gelu_erf()?
 }
 
 /// Group normalisation (`torch.nn.GroupNorm`), optionally followed by SiLU. Where no gradient
@@ -186,6 +296,12 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, mask: Option<
     let (b, n, dim) = q.dims3()?;
     let m = k.dim(1)?;
     let d = dim / heads;
+    if mask.is_none() {
+        if let Some(out) = attention_fused(q, k, v, heads)? {
+            FLOPS.with(|c| c.set(c.get() + 4 * (b * heads * n * m * d) as u64));
+            return Ok(out);
+        }
+    }
     let split = |t: &Tensor, len: usize| t.reshape((b, len, heads, d))?.transpose(1, 2)?.contiguous();
     let (q, k, v) = (split(q, n)?, split(k, m)?, split(v, m)?);
     let mut scores = (q.matmul(&k.t()?)? * (1.0 / (d as f64).sqrt()))?;
@@ -196,6 +312,64 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, mask: Option<
     // Two products of b · heads · n · m · d multiply-adds each.
     FLOPS.with(|c| c.set(c.get() + 4 * (b * heads * n * m * d) as u64));
     probs.matmul(&v)?.transpose(1, 2)?.reshape((b, n, dim))
+}
+
+/// Unmasked attention head by head on strided views of q, k and v — no split into heads, no
+/// transposes, the softmax in place — where no gradient is tracked; `None` elsewhere.
+fn attention_fused(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<Option<Tensor>> {
+    if !plain_f32(&[q, k, v]) {
+        return Ok(None);
+    }
+    let (q, k, v) = (q.contiguous()?, k.contiguous()?, v.contiguous()?);
+    let (b, n, dim) = q.dims3()?;
+    let m = k.dim(1)?;
+    if k.dims3()? != (b, m, dim) || v.dims3()? != (b, m, dim) || dim % heads != 0 {
+        return Ok(None);
+    }
+    let d = dim / heads;
+    let scale = (1.0 / (d as f64).sqrt()) as f32;
+    let mut out = vec![0f32; b * n * dim];
+    let (mut scores, mut head) = (vec![0f32; n * m], vec![0f32; n * d]);
+    let done = with_f32(&q, |qs| {
+        with_f32(&k, |ks| {
+            with_f32(&v, |vs| {
+                for bi in 0..b {
+                    for h in 0..heads {
+                        let (qo, ko) = (bi * n * dim + h * d, bi * m * dim + h * d);
+                        scores.fill(0.0);
+                        let qv = View { data: &qs[qo..], shape: (n, d), strides: (dim, 1) };
+                        let kt = View { data: &ks[ko..], shape: (d, m), strides: (1, dim) };
+                        add_product(&mut scores, qv, kt)?;
+                        for row in scores.chunks_exact_mut(m) {
+                            let mut max = f32::NEG_INFINITY;
+                            for s in row.iter_mut() {
+                                *s *= scale;
+                                max = max.max(*s);
+                            }
+                            let mut sum = 0f32;
+                            for s in row.iter_mut() {
+                                *s = (*s - max).exp();
+                                sum += *s;
+                            }
+                            row.iter_mut().for_each(|s| *s /= sum);
+                        }
+                        head.fill(0.0);
+                        let p = View { data: &scores, shape: (n, m), strides: (m, 1) };
+                        let vv = View { data: &vs[ko..], shape: (m, d), strides: (dim, 1) };
+                        add_product(&mut head, p, vv)?;
+                        for (i, row) in head.chunks_exact(d).enumerate() {
+                            out[bi * n * dim + i * dim + h * d..][..d].copy_from_slice(row);
+                        }
+                    }
+                }
+                Ok(())
+            })
+        })
+    })?;
+    if done.flatten().flatten().is_none() {
+        return Ok(None);
+    }
+    Tensor::from_vec(out, (b, n, dim), q.device()).map(Some)
 }
 
 /// A `k`×`k` convolution with bias.
@@ -289,5 +463,66 @@ mod tests {
             let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
             assert!(diff < 1e-5, "silu {silu}: max difference {diff}");
         }
+    }
+}
+
+#[cfg(test)]
+mod linear_tests {
+    use candle_core::{Device, Var};
+
+    use super::*;
+
+    #[test]
+    fn fast_linear_matches_candles() {
+        let dev = Device::Cpu;
+        let weight = Tensor::randn(0f32, 1.0, (5, 7), &dev).unwrap();
+        let bias = Tensor::randn(0f32, 1.0, 5, &dev).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (2, 3, 7), &dev).unwrap();
+        let fast = Linear(candle_nn::Linear::new(weight.clone(), Some(bias.clone())));
+        let tracked = Var::from_tensor(&weight).unwrap().as_tensor().clone();
+        let reference = Linear(candle_nn::Linear::new(tracked, Some(bias)));
+        assert!(reference.fast(&x).unwrap().is_none());
+        let (a, b) = (fast.fast(&x).unwrap().expect("fast path"), reference.forward(&x).unwrap());
+        assert_eq!(a.dims(), &[2, 3, 5]);
+        let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(diff < 1e-5, "max difference {diff}");
+    }
+}
+
+#[cfg(test)]
+mod fused_tests {
+    use candle_core::{Device, Var};
+
+    use super::*;
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
+    }
+
+    /// Each fused path against the same operation on a tracked copy (candle's path).
+    #[test]
+    fn fused_paths_match_candles_operations() {
+        let dev = Device::Cpu;
+        let tracked = |t: &Tensor| Var::from_tensor(t).unwrap().as_tensor().clone();
+        let x = Tensor::randn(0.5f32, 2.0, (2, 5, 8), &dev).unwrap();
+
+        let (w, b) = (Tensor::randn(1f32, 0.3, 8, &dev).unwrap(), Tensor::randn(0f32, 0.3, 8, &dev).unwrap());
+        let fast = LayerNorm { weight: w.clone(), bias: b.clone(), eps: 1e-5 };
+        let slow = LayerNorm { weight: tracked(&w), bias: b, eps: 1e-5 };
+        assert!(fast.fused(&x).unwrap().is_some() && slow.fused(&x).unwrap().is_none());
+        assert!(max_diff(&fast.forward(&x).unwrap(), &slow.forward(&x).unwrap()) < 1e-5);
+
+        assert!(max_diff(&geglu(&x).unwrap(), &geglu(&tracked(&x)).unwrap()) < 1e-6);
+        assert_eq!(geglu(&x).unwrap().dims(), &[2, 5, 4]);
+
+        let (k, v) = (
+            Tensor::randn(0f32, 1.0, (2, 3, 8), &dev).unwrap(),
+            Tensor::randn(0f32, 1.0, (2, 3, 8), &dev).unwrap(),
+        );
+        assert!(attention_fused(&x, &k, &v, 2).unwrap().is_some());
+        let fast = attention(&x, &k, &v, 2, None).unwrap();
+        let slow = attention(&tracked(&x), &k, &v, 2, None).unwrap();
+        assert_eq!(fast.dims(), &[2, 5, 8]);
+        assert!(max_diff(&fast, &slow) < 1e-5, "{}", max_diff(&fast, &slow));
     }
 }

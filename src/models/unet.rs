@@ -3,12 +3,12 @@
 //! checkpoint layout. Unlike candle-transformers' version it takes one timestep per batch item
 //! (training needs that) and every operation has a backward pass.
 
-use candle_core::{Module, Result, Tensor, D};
+use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use super::layers::{
-    attention, conv, group_norm, linear, linear_no_bias, Conv2d, GroupNorm, LayerNorm, Linear, Resnet,
+    attention, conv, geglu, group_norm, linear, linear_no_bias, Conv2d, GroupNorm, LayerNorm, Linear, Resnet,
 };
 
 /// The fields of a diffusers UNet `config.json` this network reads.
@@ -156,10 +156,7 @@ impl TransformerBlock {
         let n = self.norm1.forward(x)?;
         let x = (x + self.attn1.forward(&n, &n)?)?;
         let x = (&x + self.attn2.forward(&self.norm2.forward(&x)?, context)?)?;
-        let h = self.ff_in.forward(&self.norm3.forward(&x)?)?;
-        let half = h.dim(D::Minus1)? / 2;
-        let (value, gate) = (h.narrow(D::Minus1, 0, half)?, h.narrow(D::Minus1, half, half)?);
-        let h = (value * gate.gelu_erf()?)?;
+        let h = geglu(&self.ff_in.forward(&self.norm3.forward(&x)?)?)?;
         &x + self.ff_out.forward(&h)?
     }
 }

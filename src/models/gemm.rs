@@ -1,0 +1,120 @@
+//! Matrix products for inference, straight through the `gemm` crate that candle itself uses:
+//! products too small to pay for waking the thread pool run on the calling thread, and a bias can
+//! be pre-filled into the destination so it costs no extra pass.
+
+use candle_core::{CpuStorage, Result, Storage, Tensor};
+use gemm::Parallelism;
+
+/// Below this many multiply-adds a product stays on the calling thread: waking the pool costs
+/// more than it saves.
+const PARALLEL_MACS: usize = 1 << 24;
+
+/// A row-major matrix view: `data[row * row_stride + column * column_stride]`.
+#[derive(Debug, Clone, Copy)]
+pub struct View<'a> {
+    /// The elements.
+    pub data: &'a [f32],
+    /// Rows and columns.
+    pub shape: (usize, usize),
+    /// Element distance between rows and between columns.
+    pub strides: (usize, usize),
+}
+
+impl View<'_> {
+    /// Whether every element the view names lies inside `data`.
+    fn fits(&self) -> bool {
+        let (r, c) = self.shape;
+        r == 0 || c == 0 || (r - 1) * self.strides.0 + (c - 1) * self.strides.1 < self.data.len()
+    }
+}
+
+/// `dst += a · b`, `dst` row-major `m × n` (pre-filled with zeros or a bias).
+pub fn add_product(dst: &mut [f32], a: View<'_>, b: View<'_>) -> Result<()> {
+    let ((m, k), (k2, n)) = (a.shape, b.shape);
+    if k != k2 || dst.len() != m * n || !a.fits() || !b.fits() {
+        candle_core::bail!("matrix product of {:?} by {:?} into {} elements", a.shape, b.shape, dst.len())
+    }
+    if m == 0 || n == 0 || k == 0 {
+        return Ok(());
+    }
+    let threads = candle_core::utils::get_num_threads();
+    let parallelism = if threads > 1 && m * n * k >= PARALLEL_MACS {
+        Parallelism::Rayon(threads)
+    } else {
+        Parallelism::None
+    };
+    // SAFETY: the shapes and strides were checked against the slices above, so every element
+    // gemm reads or writes lies inside them; `dst` is borrowed mutably, so nothing aliases it.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            true,
+            a.data.as_ptr(),
+            a.strides.1 as isize,
+            a.strides.0 as isize,
+            b.data.as_ptr(),
+            b.strides.1 as isize,
+            b.strides.0 as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+    Ok(())
+}
+
+/// Whether the fast inference paths apply: every tensor f32 on the CPU with no gradient tracked
+/// (training keeps candle's differentiable operations).
+pub fn plain_f32(tensors: &[&Tensor]) -> bool {
+    tensors.iter().all(|t| t.dtype() == candle_core::DType::F32 && t.device().is_cpu() && !t.track_op())
+}
+
+/// Runs `f` on the elements of a contiguous f32 CPU tensor, or returns `None` for any other.
+pub fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<Option<R>> {
+    if !t.is_contiguous() {
+        return Ok(None);
+    }
+    let (storage, layout) = t.storage_and_layout();
+    let Storage::Cpu(CpuStorage::F32(data)) = &*storage else { return Ok(None) };
+    let start = layout.start_offset();
+    f(&data[start..start + t.elem_count()]).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn products_match_the_definition_with_strides_and_a_prefilled_bias() {
+        // a = [[1, 2, 3], [4, 5, 6]]; b given transposed: bᵀ = [[1, 0, 2], [0, 1, 1]].
+        let a = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let bt = [1.0, 0.0, 2.0, 0.0, 1.0, 1.0];
+        let mut dst = vec![10.0, 20.0, 10.0, 20.0];
+        add_product(
+            &mut dst,
+            View { data: &a, shape: (2, 3), strides: (3, 1) },
+            View { data: &bt, shape: (3, 2), strides: (1, 3) },
+        )
+        .unwrap();
+        // Row 0: [1+6, 2+3] = [7, 5]; row 1: [4+12, 5+6] = [16, 11]; plus the bias.
+        assert_eq!(dst, vec![17.0, 25.0, 26.0, 31.0]);
+    }
+
+    #[test]
+    fn mismatched_shapes_are_refused() {
+        let a = [0.0; 6];
+        let mut dst = vec![0.0; 4];
+        let view = |shape| View { data: &a, shape, strides: (shape.1, 1) };
+        assert!(add_product(&mut dst, view((2, 3)), view((2, 2))).is_err());
+        assert!(add_product(&mut dst, view((2, 3)), View { data: &a[..2], shape: (3, 2), strides: (2, 1) })
+            .is_err());
+    }
+}
