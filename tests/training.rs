@@ -29,7 +29,6 @@ fn a_short_run_writes_a_loadable_folder_and_resumes() {
         checkpoint_every: 1,
         uncond_share: 0.5,
         half: false,
-        decoder_steps: 0,
     };
     let mut reports = 0;
     let state = train(&opts, &mut |_| reports += 1).unwrap();
@@ -67,25 +66,6 @@ fn a_short_run_writes_a_loadable_folder_and_resumes() {
     opts.half = false;
     opts.unet_steps = 4;
     assert_eq!(train(&opts, &mut |_| {}).unwrap().unet_step, 4);
-
-    // Decoder fine-tuning moves the decoder and leaves the encoder, and so the latents, alone.
-    let vae_file = dir.join("vae/diffusion_pytorch_model.safetensors");
-    let before = candle_core::safetensors::load(&vae_file, &dev).unwrap();
-    opts.decoder_steps = 2;
-    assert_eq!(train(&opts, &mut |_| {}).unwrap().decoder_step, 2);
-    let after = candle_core::safetensors::load(&vae_file, &dev).unwrap();
-    let changed = |name: &str| {
-        // `before` was written in f16 by the export above, `after` in f32.
-        let f32 = |t: &candle_core::Tensor| t.to_dtype(DType::F32).unwrap();
-        let d = (f32(&before[name]) - f32(&after[name])).unwrap().abs().unwrap().sum_all().unwrap();
-        d.to_scalar::<f32>().unwrap() > 0.0
-    };
-    let names: Vec<&String> = before.keys().collect();
-    assert!(names
-        .iter()
-        .filter(|n| n.starts_with("encoder.") || n.starts_with("quant_conv."))
-        .all(|n| !changed(n)));
-    assert!(names.iter().filter(|n| n.starts_with("decoder.")).any(|n| changed(n)));
 
     // The folder renders through the pipeline, reporting unknown words.
     let pipeline = Pipeline::load(&dir, &LoadOptions::default()).unwrap();

@@ -73,9 +73,6 @@ pub struct TrainArgs {
     /// UNet and text-encoder steps.
     #[arg(long, default_value_t = 6500)]
     pub unet_steps: usize,
-    /// Decoder fine-tuning steps after the UNet (the encoder and latent space stay fixed).
-    #[arg(long, default_value_t = 0)]
-    pub decoder_steps: usize,
     /// Scenes per step.
     #[arg(long, default_value_t = 16)]
     pub batch: usize,
@@ -148,7 +145,6 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
         resume: args.resume,
         vae_steps: args.vae_steps,
         unet_steps: args.unet_steps,
-        decoder_steps: args.decoder_steps,
         batch: args.batch.max(1),
         learning_rate: args.lr,
         checkpoint_every: args.checkpoint_every.max(1),
@@ -167,10 +163,7 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
     };
     let state = crate::training::train::train(&opts, &mut report)
         .with_context(|| format!("training into {}", args.out.display()))?;
-    eprintln!(
-        "done: {} autoencoder steps, {} UNet steps, {} decoder steps",
-        state.vae_step, state.unet_step, state.decoder_step
-    );
+    eprintln!("done: {} autoencoder steps, {} UNet steps", state.vae_step, state.unet_step);
     Ok(())
 }
 

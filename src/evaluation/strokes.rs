@@ -53,8 +53,8 @@ fn kmeans(points: &[[f32; 3]], k: usize) -> Vec<[f32; 3]> {
                 .enumerate()
                 .min_by(|(_, a), (_, b)| distance(a, p).total_cmp(&distance(b, p)))
                 .unwrap_or((0, &first));
-            for c in 0..3 {
-                sums[i].0[c] += p[c];
+            for (sum, v) in sums[i].0.iter_mut().zip(p) {
+                *sum += v;
             }
             sums[i].1 += 1;
         }

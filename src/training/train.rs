@@ -60,9 +60,6 @@ pub struct TrainOptions {
     pub vae_steps: usize,
     /// UNet and text-encoder steps.
     pub unet_steps: usize,
-    /// Steps that fine-tune the autoencoder's decoder alone once the UNet is trained: the encoder
-    /// stays frozen, so the latent space the UNet learned does not move, while pictures sharpen.
-    pub decoder_steps: usize,
     /// Images per step.
     pub batch: usize,
     /// Peak learning rate.
@@ -84,8 +81,6 @@ pub struct TrainState {
     pub vae_step: usize,
     /// UNet steps done.
     pub unet_step: usize,
-    /// Decoder fine-tuning steps done.
-    pub decoder_step: usize,
     /// 1 / std of the latents, measured when the UNet stage starts.
     pub scaling_factor: Option<f64>,
 }
@@ -352,56 +347,6 @@ pub fn train(opts: &TrainOptions, report: &mut dyn FnMut(&Progress)) -> Result<T
             save(&unet_map, &opts.out.join(UNET_WEIGHTS))?;
             save(&text_map, &opts.out.join(TEXT_WEIGHTS))?;
             write_json(&state_path, &state)?;
-        }
-    }
-    if state.decoder_step < opts.decoder_steps {
-        // Only the decoder side learns; the encoder (and so every latent) stays as the UNet saw it.
-        let decoder_vars: Vec<Var> = {
-            let data = vae_map
-                .data()
-                .lock()
-                .map_err(|_| candle_core::Error::Msg("the weight map's lock is poisoned".into()))?;
-            data.iter()
-                .filter(|(name, _)| name.starts_with("decoder.") || name.starts_with("post_quant_conv."))
-                .map(|(_, var)| var.clone())
-                .collect()
-        };
-        let mut opt = AdamW::new(
-            decoder_vars,
-            ParamsAdamW { lr: opts.learning_rate * 0.5, weight_decay: 0.0, ..Default::default() },
-        )?;
-        let mut meter = Meter::default();
-        while state.decoder_step < opts.decoder_steps {
-            let t0 = Instant::now();
-            let seed = TRAIN_SEED_BASE + (2 << 24) + (state.decoder_step * opts.batch) as u64;
-            let (images, _) = batch(seed, opts.batch, &tokenizer, &device)?;
-            // The posterior mean: the latents the UNet was trained on, so what it generates.
-            let z = vae.encode(&images)?.0.detach();
-            let diff = (vae.decode(&z)? - &images)?;
-            let rec = diff.sqr()?.mean_all()?;
-            // L1 on top of L2: squared error alone settles for soft edges between flat regions.
-            let loss = (&rec + diff.abs()?.mean_all()?)?;
-            opt.set_learning_rate(learning_rate(
-                opts.learning_rate * 0.5,
-                state.decoder_step,
-                opts.decoder_steps,
-            ));
-            opt.backward_step(&loss)?;
-            state.decoder_step += 1;
-            let value = f64::from(rec.to_scalar::<f32>()?);
-            meter.update(value, t0.elapsed().as_secs_f64());
-            io(&log_path, writeln!(log, "decoder,{},{value}", state.decoder_step))?;
-            report(&Progress {
-                stage: "decoder",
-                step: state.decoder_step,
-                total: opts.decoder_steps,
-                loss: meter.loss,
-                secs_per_step: meter.secs,
-            });
-            if state.decoder_step % opts.checkpoint_every == 0 || state.decoder_step == opts.decoder_steps {
-                save(&vae_map, &opts.out.join(VAE_WEIGHTS))?;
-                write_json(&state_path, &state)?;
-            }
         }
     }
     if opts.half {
