@@ -1,13 +1,40 @@
-//! Convolution for inference on the CPU: the input unrolled into a `[C·k·k, H'·W']` matrix
-//! (im2col) with whole-row copies, then one matrix product per picture that lands straight in
-//! NCHW order on top of the pre-filled bias — no transposes of the output, no strided gathers. 1×1 stride-1 convolutions skip
-//! the unrolling: the input already is that matrix. Used where no gradient is needed; candle's
-//! own convolution (which has a backward pass) serves training.
+//! Convolution for inference on the CPU, in tiles of output rows: each tile's input patch is
+//! unrolled into a `[C·k·k, rows·W']` matrix (im2col) with whole-row copies, small enough to stay
+//! in cache, and one matrix product on top of the pre-filled bias gives the tile's outputs in
+//! NCHW order — no transposes, no strided gathers, no image-sized unrolled buffer. Tiles run in
+//! parallel when the convolution is large enough to pay for it. 1×1 stride-1 convolutions skip
+//! the unrolling: the input already is that matrix. Used where no gradient is needed; candle's own
+//! convolution (which has a backward pass) serves training.
 
-use candle_core::{CpuStorage, DType, Result, Storage, Tensor};
-
-use super::gemm::{add_product, with_f32, View};
+use candle_core::{DType, Result, Tensor};
 use candle_nn::Conv2dConfig;
+use rayon::prelude::*;
+
+use super::gemm::{add_product, plain_f32, with_f32, Threads, View, PARALLEL_MACS};
+
+/// Unrolled elements per tile (4 MiB of f32): large enough for efficient products, small enough
+/// for the cache.
+const TILE_ELEMS: usize = 1 << 20;
+
+/// One convolution's geometry.
+#[derive(Debug, Clone, Copy)]
+struct Geometry {
+    c: usize,
+    h: usize,
+    w: usize,
+    o: usize,
+    kh: usize,
+    kw: usize,
+    stride: usize,
+    pad: usize,
+    ow: usize,
+}
+
+impl Geometry {
+    fn k(&self) -> usize {
+        self.c * self.kh * self.kw
+    }
+}
 
 /// `x` (`[B, C, H, W]`) convolved with `weight` (`[O, C, k, k]`) plus `bias`, or `None` when
 /// this path does not apply (not f32 on the CPU, groups or dilation, gradients tracked).
@@ -17,42 +44,55 @@ pub fn conv2d(
     bias: Option<&Tensor>,
     cfg: &Conv2dConfig,
 ) -> Result<Option<Tensor>> {
-    let applies = x.dtype() == DType::F32
-        && weight.dtype() == DType::F32
-        && x.device().is_cpu()
-        && cfg.groups == 1
-        && cfg.dilation == 1
-        && !x.track_op()
-        && !weight.track_op();
-    if !applies {
+    if !plain_f32(&[x, weight]) || cfg.groups != 1 || cfg.dilation != 1 {
         return Ok(None);
     }
     let (b, c, h, w) = x.dims4()?;
     let (o, _, kh, kw) = weight.dims4()?;
-    let (s, p) = (cfg.stride, cfg.padding);
-    if h + 2 * p < kh || w + 2 * p < kw {
+    let (stride, pad) = (cfg.stride, cfg.padding);
+    if h + 2 * pad < kh || w + 2 * pad < kw || stride == 0 {
         return Ok(None);
     }
-    let (oh, ow) = ((h + 2 * p - kh) / s + 1, (w + 2 * p - kw) / s + 1);
-    let k = c * kh * kw;
+    let (oh, ow) = ((h + 2 * pad - kh) / stride + 1, (w + 2 * pad - kw) / stride + 1);
+    let g = Geometry { c, h, w, o, kh, kw, stride, pad, ow };
+    let bias = match bias {
+        Some(bias) => Some(bias.to_dtype(DType::F32)?.to_vec1::<f32>()?),
+        None => None,
+    };
+    let rows_per_tile = (TILE_ELEMS / (g.k() * ow).max(1)).clamp(1, oh);
+    let tiles: Vec<(usize, usize)> =
+        (0..b).flat_map(|bi| (0..oh).step_by(rows_per_tile).map(move |r| (bi, r))).collect();
+    let (x, weight) = (x.contiguous()?, weight.contiguous()?);
+    let parallel = tiles.len() > 1 && b * o * oh * ow * g.k() >= PARALLEL_MACS;
     let n = oh * ow;
-    // Each picture's output rows start as the bias, and the product adds onto them.
     let mut out = vec![0f32; b * o * n];
-    if let Some(bias) = bias {
-        let bias = bias.to_dtype(DType::F32)?.to_vec1::<f32>()?;
-        for (row, value) in out.chunks_exact_mut(n).zip(bias.iter().cycle()) {
-            row.fill(*value);
-        }
-    }
-    let x = x.contiguous()?;
-    let weight = weight.contiguous()?;
-    let direct = kh == 1 && kw == 1 && s == 1 && p == 0;
-    let cols = if direct { x.clone() } else { unroll(&x, kh, kw, s, p, (oh, ow))? };
-    let done = with_f32(&weight, |w| {
-        with_f32(&cols, |cols| {
-            for (picture, dst) in cols.chunks_exact(k * n).zip(out.chunks_exact_mut(o * n)) {
-                let a = View { data: w, shape: (o, k), strides: (k, 1) };
-                add_product(dst, a, View { data: picture, shape: (k, n), strides: (n, 1) })?;
+    let done = with_f32(&weight, |wd| {
+        with_f32(&x, |xd| {
+            // Each tile: (picture, first row) → its outputs, `o` rows of `rows · ow`.
+            let run = |&(bi, first): &(usize, usize)| -> Result<(usize, usize, Vec<f32>)> {
+                let rows = rows_per_tile.min(oh - first);
+                let threads = if parallel { Threads::One } else { Threads::Auto };
+                let tile = conv_tile(
+                    &g,
+                    wd,
+                    &xd[bi * c * h * w..][..c * h * w],
+                    bias.as_deref(),
+                    first,
+                    rows,
+                    threads,
+                )?;
+                Ok((bi, first, tile))
+            };
+            let results: Vec<_> = if parallel {
+                tiles.par_iter().map(run).collect::<Result<_>>()?
+            } else {
+                tiles.iter().map(run).collect::<Result<_>>()?
+            };
+            for (bi, first, tile) in results {
+                let len = tile.len() / o;
+                for (oc, row) in tile.chunks_exact(len).enumerate() {
+                    out[(bi * o + oc) * n + first * ow..][..len].copy_from_slice(row);
+                }
             }
             Ok(())
         })
@@ -63,33 +103,55 @@ pub fn conv2d(
     Tensor::from_vec(out, (b, o, oh, ow), x.device()).map(Some)
 }
 
-/// im2col: `[B, C·kh·kw, oh·ow]`, row `(c·kh + i)·kw + j` holding input plane `c` shifted by
-/// (`i`, `j`), zero where it falls in the padding.
-fn unroll(x: &Tensor, kh: usize, kw: usize, s: usize, p: usize, (oh, ow): (usize, usize)) -> Result<Tensor> {
-    let (b, c, h, w) = x.dims4()?;
-    let (storage, layout) = x.storage_and_layout();
-    let Storage::Cpu(CpuStorage::F32(data)) = &*storage else {
-        candle_core::bail!("fast conv: expected f32 CPU storage")
-    };
-    let src = &data[layout.start_offset()..layout.start_offset() + b * c * h * w];
-    let k = c * kh * kw;
-    let mut cols = vec![0f32; b * k * oh * ow];
-    for (plane_index, plane) in src.chunks_exact(h * w).enumerate() {
-        let (bi, ci) = (plane_index / c, plane_index % c);
-        for i in 0..kh {
-            for j in 0..kw {
-                let row = (ci * kh + i) * kw + j;
-                let out = &mut cols[(bi * k + row) * oh * ow..][..oh * ow];
-                for oy in 0..oh {
-                    let Some(iy) = (oy * s + i).checked_sub(p).filter(|&y| y < h) else { continue };
+/// Output rows `first..first + rows` of one picture (`o × rows·ow`, channel-major).
+fn conv_tile(
+    g: &Geometry,
+    weight: &[f32],
+    picture: &[f32],
+    bias: Option<&[f32]>,
+    first: usize,
+    rows: usize,
+    threads: Threads,
+) -> Result<Vec<f32>> {
+    let (k, tn) = (g.k(), rows * g.ow);
+    let mut dst = vec![0f32; g.o * tn];
+    if let Some(bias) = bias {
+        for (row, value) in dst.chunks_exact_mut(tn).zip(bias) {
+            row.fill(*value);
+        }
+    }
+    let a = View { data: weight, shape: (g.o, k), strides: (k, 1) };
+    if g.kh == 1 && g.kw == 1 && g.stride == 1 && g.pad == 0 {
+        let b = View { data: &picture[first * g.w..], shape: (k, tn), strides: (g.h * g.w, 1) };
+        add_product(&mut dst, a, b, threads)?;
+    } else {
+        let cols = unroll(g, picture, first, rows);
+        add_product(&mut dst, a, View { data: &cols, shape: (k, tn), strides: (tn, 1) }, threads)?;
+    }
+    Ok(dst)
+}
+
+/// im2col for output rows `first..first + rows`: `[C·kh·kw, rows·ow]`, row `(c·kh + i)·kw + j`
+/// holding input plane `c` shifted by (`i`, `j`), zero where it falls in the padding.
+fn unroll(g: &Geometry, picture: &[f32], first: usize, rows: usize) -> Vec<f32> {
+    let (s, p, w, ow) = (g.stride, g.pad, g.w, g.ow);
+    let tn = rows * ow;
+    let mut cols = vec![0f32; g.k() * tn];
+    for (ci, plane) in picture.chunks_exact(g.h * w).enumerate() {
+        for i in 0..g.kh {
+            for j in 0..g.kw {
+                let out = &mut cols[((ci * g.kh + i) * g.kw + j) * tn..][..tn];
+                for r in 0..rows {
+                    let oy = first + r;
+                    let Some(iy) = (oy * s + i).checked_sub(p).filter(|&y| y < g.h) else { continue };
                     let line = &plane[iy * w..][..w];
-                    let dst = &mut out[oy * ow..][..ow];
+                    let dst = &mut out[r * ow..][..ow];
                     if s == 1 {
                         // Output columns whose input column j + ox − p lies inside the row.
-                        let first = p.saturating_sub(j);
-                        let last = (w + p - j).min(ow);
-                        if first < last {
-                            dst[first..last].copy_from_slice(&line[first + j - p..last + j - p]);
+                        let lo = p.saturating_sub(j);
+                        let hi = (w + p - j).min(ow);
+                        if lo < hi {
+                            dst[lo..hi].copy_from_slice(&line[lo + j - p..hi + j - p]);
                         }
                     } else {
                         for (ox, d) in dst.iter_mut().enumerate() {
@@ -102,8 +164,7 @@ fn unroll(x: &Tensor, kh: usize, kw: usize, s: usize, p: usize, (oh, ow): (usize
             }
         }
     }
-    drop(storage);
-    Tensor::from_vec(cols, (b, k, oh * ow), x.device())
+    cols
 }
 
 #[cfg(test)]
@@ -122,6 +183,9 @@ mod tests {
             (2, 4, 6, 8, 8, 1, 1, 0),
             (1, 4, 4, 7, 7, 3, 2, 0),
             (2, 3, 5, 5, 6, 3, 1, 0),
+            // Several tiles of rows, run in parallel; and a tiled 1x1.
+            (2, 64, 8, 64, 64, 3, 1, 1),
+            (1, 1100, 4, 32, 32, 1, 1, 0),
         ] {
             let x = Tensor::randn(0f32, 1.0, (b, c, h, w), &dev).unwrap();
             let weight = Tensor::randn(0f32, 1.0, (o, c, k, k), &dev).unwrap();

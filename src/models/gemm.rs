@@ -5,9 +5,18 @@
 use candle_core::{CpuStorage, Result, Storage, Tensor};
 use gemm::Parallelism;
 
-/// Below this many multiply-adds a product stays on the calling thread: waking the pool costs
-/// more than it saves.
-const PARALLEL_MACS: usize = 1 << 24;
+/// Below this many multiply-adds work stays on the calling thread: waking the pool costs more
+/// than it saves.
+pub const PARALLEL_MACS: usize = 1 << 24;
+
+/// Where a product may run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Threads {
+    /// On the tensor threads when it is large enough.
+    Auto,
+    /// On the calling thread (the caller parallelises at a coarser grain).
+    One,
+}
 
 /// A row-major matrix view: `data[row * row_stride + column * column_stride]`.
 #[derive(Debug, Clone, Copy)]
@@ -29,7 +38,7 @@ impl View<'_> {
 }
 
 /// `dst += a · b`, `dst` row-major `m × n` (pre-filled with zeros or a bias).
-pub fn add_product(dst: &mut [f32], a: View<'_>, b: View<'_>) -> Result<()> {
+pub fn add_product(dst: &mut [f32], a: View<'_>, b: View<'_>, threads: Threads) -> Result<()> {
     let ((m, k), (k2, n)) = (a.shape, b.shape);
     if k != k2 || dst.len() != m * n || !a.fits() || !b.fits() {
         candle_core::bail!("matrix product of {:?} by {:?} into {} elements", a.shape, b.shape, dst.len())
@@ -37,9 +46,9 @@ pub fn add_product(dst: &mut [f32], a: View<'_>, b: View<'_>) -> Result<()> {
     if m == 0 || n == 0 || k == 0 {
         return Ok(());
     }
-    let threads = candle_core::utils::get_num_threads();
-    let parallelism = if threads > 1 && m * n * k >= PARALLEL_MACS {
-        Parallelism::Rayon(threads)
+    let pool = candle_core::utils::get_num_threads();
+    let parallelism = if threads == Threads::Auto && pool > 1 && m * n * k >= PARALLEL_MACS {
+        Parallelism::Rayon(pool)
     } else {
         Parallelism::None
     };
@@ -102,6 +111,7 @@ mod tests {
             &mut dst,
             View { data: &a, shape: (2, 3), strides: (3, 1) },
             View { data: &bt, shape: (3, 2), strides: (1, 3) },
+            Threads::Auto,
         )
         .unwrap();
         // Row 0: [1+6, 2+3] = [7, 5]; row 1: [4+12, 5+6] = [16, 11]; plus the bias.
@@ -113,8 +123,13 @@ mod tests {
         let a = [0.0; 6];
         let mut dst = vec![0.0; 4];
         let view = |shape| View { data: &a, shape, strides: (shape.1, 1) };
-        assert!(add_product(&mut dst, view((2, 3)), view((2, 2))).is_err());
-        assert!(add_product(&mut dst, view((2, 3)), View { data: &a[..2], shape: (3, 2), strides: (2, 1) })
-            .is_err());
+        assert!(add_product(&mut dst, view((2, 3)), view((2, 2)), Threads::One).is_err());
+        assert!(add_product(
+            &mut dst,
+            view((2, 3)),
+            View { data: &a[..2], shape: (3, 2), strides: (2, 1) },
+            Threads::One
+        )
+        .is_err());
     }
 }

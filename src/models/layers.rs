@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use candle_core::{CpuStorage, DType, Module, Result, Storage, Tensor, D};
 use candle_nn::{Conv2dConfig, VarBuilder};
 
-use super::gemm::{add_product, plain_f32, with_f32, View};
+use super::gemm::{add_product, plain_f32, with_f32, Threads, View};
 
 /// Floating-point operations of the convolutions, linear layers and attention products run in
 /// this process (a relaxed counter: one add per layer call).
@@ -92,7 +92,7 @@ impl Linear {
             super::gemm::with_f32(weight, |w| {
                 let a = super::gemm::View { data: xs, shape: (rows, in_dim), strides: (in_dim, 1) };
                 let wt = super::gemm::View { data: w, shape: (in_dim, out_dim), strides: (1, in_dim) };
-                super::gemm::add_product(&mut out, a, wt)
+                super::gemm::add_product(&mut out, a, wt, super::gemm::Threads::Auto)
             })
         })?;
         if done.flatten().is_none() {
@@ -352,7 +352,7 @@ fn attention_fused(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<O
                         scores.fill(0.0);
                         let qv = View { data: &qs[qo..], shape: (n, d), strides: (dim, 1) };
                         let kt = View { data: &ks[ko..], shape: (d, m), strides: (1, dim) };
-                        add_product(&mut scores, qv, kt)?;
+                        add_product(&mut scores, qv, kt, Threads::Auto)?;
                         for row in scores.chunks_exact_mut(m) {
                             let mut max = f32::NEG_INFINITY;
                             for s in row.iter_mut() {
@@ -369,7 +369,7 @@ fn attention_fused(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<O
                         head.fill(0.0);
                         let p = View { data: &scores, shape: (n, m), strides: (m, 1) };
                         let vv = View { data: &vs[ko..], shape: (m, d), strides: (dim, 1) };
-                        add_product(&mut head, p, vv)?;
+                        add_product(&mut head, p, vv, Threads::Auto)?;
                         for (i, row) in head.chunks_exact(d).enumerate() {
                             out[bi * n * dim + i * dim + h * d..][..d].copy_from_slice(row);
                         }
