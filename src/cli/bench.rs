@@ -67,9 +67,14 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let wanted = |name: &str| args.only.as_deref().is_none_or(|o| name.contains(o));
     // The practical ceiling: measured first whenever a figure is compared with it.
     let needs_ceiling = ["matmul_f32", "builtin_unet_eval", "sd15_unet_eval_256"].iter().any(|n| wanted(n));
-    let ceiling = if needs_ceiling { Some(matmul_rate(args.repeat)?) } else { None };
+    let ceiling = if needs_ceiling { Some(matmul_rate()?) } else { None };
     if let (true, Some(rate)) = (wanted("matmul_f32"), ceiling) {
-        emit("matmul_f32", rate / 1e9, "GFLOP/s", "1024x1024 by 1024x1024: the practical ceiling");
+        emit(
+            "matmul_f32",
+            rate / 1e9,
+            "GFLOP/s",
+            "1024x1024 by 1024x1024, best of 20: the practical ceiling",
+        );
     }
     let vb = VarBuilder::zeros(DType::F32, &dev);
     if let (true, Some(rate)) = (wanted("builtin_unet_eval"), ceiling) {
@@ -127,13 +132,20 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The machine's f32 matrix-multiply rate in FLOP/s.
-fn matmul_rate(repeat: usize) -> anyhow::Result<f64> {
+/// The machine's f32 matrix-multiply rate in FLOP/s: the best of 20 products, since a ceiling
+/// is what the machine can reach (a shared machine's noise only ever lowers it).
+fn matmul_rate() -> anyhow::Result<f64> {
     let n = 1024;
     let a = Tensor::randn(0f32, 1.0, (n, n), &Device::Cpu)?;
     let b = Tensor::randn(0f32, 1.0, (n, n), &Device::Cpu)?;
-    let secs = median_secs(repeat, || Ok(a.matmul(&b).map(|_| ())?))?;
-    Ok(2.0 * (n * n * n) as f64 / secs)
+    a.matmul(&b)?;
+    let mut best = f64::INFINITY;
+    for _ in 0..20 {
+        let t = Instant::now();
+        a.matmul(&b)?;
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    Ok(2.0 * (n * n * n) as f64 / best)
 }
 
 /// One UNet evaluation: its time, its arithmetic and the share of the ceiling it reaches.

@@ -42,18 +42,24 @@ pub struct EvalArgs {
     /// The SDEdit sheet: per row a scene, its strokes, and edits at strengths 0.3, 0.5, 0.7, 0.9.
     #[arg(long, default_value = "docs/sdedit.png")]
     pub sdedit_grid: PathBuf,
+    /// Guidance scale (default: the model's).
+    #[arg(long)]
+    pub guidance: Option<f64>,
+    /// Sampling steps (default: the model's).
+    #[arg(long)]
+    pub steps: Option<usize>,
 }
 
-/// The sample sheet's prompts: every attribute appears in at least one.
+/// The sample sheet's prompts, in the captions' own grammar: every attribute appears in one.
 const PROMPTS: [&str; 8] = [
     "sunset over snowy mountains with a lake",
-    "the sea at night with a full moon",
-    "desert dunes during the day with the sun",
+    "the sea at night with a pale moon and many stars",
+    "a view of desert dunes at noon with a bright sun",
     "a forest at dawn with clouds",
-    "a calm lake under a purple dusk sky with stars",
-    "fields and hills in daylight with fluffy clouds",
-    "a sandy beach at sunset with the sun",
-    "pine trees and snowy peaks at night with many stars",
+    "a view of a still lake with a pine forest at dusk with a pale moon",
+    "farm fields with hills during the day with fluffy clouds",
+    "the ocean with a sandy beach at sundown with a bright sun",
+    "a dark night over snowy mountains with pine trees with a full moon",
 ];
 /// SDEdit strengths measured; the sheet shows the ones in [`SHEET_STRENGTHS`].
 const STRENGTHS: [f64; 8] = [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9];
@@ -69,6 +75,14 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     let pipeline = args.model.load()?;
     let net = classifier_for(args)?;
     let judge = Judge { net: &net };
+    let settings = Settings {
+        steps: args.steps.unwrap_or(pipeline.defaults().steps),
+        guidance: args.guidance.unwrap_or(pipeline.defaults().guidance),
+    };
+    eprintln!("{} steps, guidance {}", settings.steps, settings.guidance);
+    let generate = |prompt: &str, seed: u64, sdedit: Option<(&Vec<f32>, f64)>| {
+        generate(&pipeline, settings, prompt, seed, sdedit)
+    };
     let n = args.count.max(2);
 
     // The classifier on fresh scenes: two sets, A (whose captions are then generated) and B.
@@ -89,7 +103,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     let bar = super::progress::Bar::new("generate");
     let mut generated = Vec::with_capacity(n);
     for (i, s) in real_a.iter().enumerate() {
-        generated.push(generate(&pipeline, &s.caption, SET_A + i as u64, None)?);
+        generated.push(generate(&s.caption, SET_A + i as u64, None)?);
         bar.update(i + 1, n);
     }
     let stated: Vec<_> =
@@ -124,7 +138,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         let mut edited = Vec::with_capacity(scenes.len());
         for (i, (s, p)) in scenes.iter().zip(&painted).enumerate() {
             let seed = SDEDIT_SET + i as u64;
-            edited.push(generate(&pipeline, &s.caption, seed, Some((p, strength)))?);
+            edited.push(generate(&s.caption, seed, Some((p, strength)))?);
             bar.update(k * scenes.len() + i + 1, STRENGTHS.len() * scenes.len());
         }
         let distance = edited.iter().zip(&painted).map(|(e, p)| rms(e, p)).sum::<f64>() / edited.len() as f64;
@@ -155,7 +169,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     for seed in 1..=4u64 {
         let mut row = Vec::new();
         for prompt in PROMPTS {
-            row.push(generate(&pipeline, prompt, seed, None)?);
+            row.push(generate(prompt, seed, None)?);
             bar.update((seed as usize - 1) * PROMPTS.len() + row.len(), 4 * PROMPTS.len());
         }
         rows.push(row);
@@ -216,15 +230,22 @@ impl Judge<'_> {
     }
 }
 
-/// One picture with the model's defaults, as `SIZE`×`SIZE` values in [0, 1], channels last;
+/// Steps and guidance of every picture `eval` makes.
+#[derive(Debug, Clone, Copy)]
+struct Settings {
+    steps: usize,
+    guidance: f64,
+}
+
+/// One picture with the model's sampler, as `SIZE`×`SIZE` values in [0, 1], channels last;
 /// `sdedit` starts it from a stroke picture at a strength.
 fn generate(
     pipeline: &Pipeline,
+    settings: Settings,
     prompt: &str,
     seed: u64,
     sdedit: Option<(&Vec<f32>, f64)>,
 ) -> anyhow::Result<Vec<f32>> {
-    let defaults = pipeline.defaults();
     let (sampler, _) = pipeline.default_sampler();
     let init_image = match sdedit {
         Some((picture, strength)) => Some(InitImage {
@@ -239,8 +260,8 @@ fn generate(
         negative: String::new(),
         sampler,
         options: Default::default(),
-        steps: defaults.steps,
-        guidance: Guidance { scale: defaults.guidance, ..Guidance::default() },
+        steps: settings.steps,
+        guidance: Guidance { scale: settings.guidance, ..Guidance::default() },
         seed,
         size: Some((SIZE, SIZE)),
         init_latent: None,

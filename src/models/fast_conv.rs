@@ -59,7 +59,14 @@ pub fn conv2d(
         Some(bias) => Some(bias.to_dtype(DType::F32)?.to_vec1::<f32>()?),
         None => None,
     };
-    let rows_per_tile = (TILE_ELEMS / (g.k() * ow).max(1)).clamp(1, oh);
+    // Enough tiles to bound the unrolled buffer, and for large convolutions a multiple of the
+    // tensor threads, so none idles on the last round.
+    let mut per_picture = (g.k() * oh * ow).div_ceil(TILE_ELEMS).max(1);
+    let pool = candle_core::utils::get_num_threads();
+    if b * o * oh * ow * g.k() >= PARALLEL_MACS && pool > 1 && b * per_picture > 1 {
+        per_picture = per_picture.div_ceil(pool) * pool;
+    }
+    let rows_per_tile = oh.div_ceil(per_picture.min(oh)).max(1);
     let tiles: Vec<(usize, usize)> =
         (0..b).flat_map(|bi| (0..oh).step_by(rows_per_tile).map(move |r| (bi, r))).collect();
     let (x, weight) = (x.contiguous()?, weight.contiguous()?);

@@ -341,38 +341,51 @@ fn attention_fused(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<O
     }
     let d = dim / heads;
     let scale = (1.0 / (d as f64).sqrt()) as f32;
+    // Large attention (Stable Diffusion's 1024-token maps) runs its heads in parallel, each on
+    // one thread; small attention stays on the calling thread.
+    let parallel = b * heads > 1 && b * heads * n * m * d >= super::gemm::PARALLEL_MACS;
+    let threads = if parallel { Threads::One } else { Threads::Auto };
     let mut out = vec![0f32; b * n * dim];
-    let (mut scores, mut head) = (vec![0f32; n * m], vec![0f32; n * d]);
     let done = with_f32(&q, |qs| {
         with_f32(&k, |ks| {
             with_f32(&v, |vs| {
-                for bi in 0..b {
-                    for h in 0..heads {
-                        let (qo, ko) = (bi * n * dim + h * d, bi * m * dim + h * d);
-                        scores.fill(0.0);
-                        let qv = View { data: &qs[qo..], shape: (n, d), strides: (dim, 1) };
-                        let kt = View { data: &ks[ko..], shape: (d, m), strides: (1, dim) };
-                        add_product(&mut scores, qv, kt, Threads::Auto)?;
-                        for row in scores.chunks_exact_mut(m) {
-                            let mut max = f32::NEG_INFINITY;
-                            for s in row.iter_mut() {
-                                *s *= scale;
-                                max = max.max(*s);
-                            }
-                            let mut sum = 0f32;
-                            for s in row.iter_mut() {
-                                *s = (*s - max).exp();
-                                sum += *s;
-                            }
-                            row.iter_mut().for_each(|s| *s /= sum);
+                // One head of one picture: its `n × d` outputs.
+                let head = |index: usize| -> Result<Vec<f32>> {
+                    let (bi, h) = (index / heads, index % heads);
+                    let (qo, ko) = (bi * n * dim + h * d, bi * m * dim + h * d);
+                    let mut scores = vec![0f32; n * m];
+                    let qv = View { data: &qs[qo..], shape: (n, d), strides: (dim, 1) };
+                    let kt = View { data: &ks[ko..], shape: (d, m), strides: (1, dim) };
+                    add_product(&mut scores, qv, kt, threads)?;
+                    for row in scores.chunks_exact_mut(m) {
+                        let mut max = f32::NEG_INFINITY;
+                        for s in row.iter_mut() {
+                            *s *= scale;
+                            max = max.max(*s);
                         }
-                        head.fill(0.0);
-                        let p = View { data: &scores, shape: (n, m), strides: (m, 1) };
-                        let vv = View { data: &vs[ko..], shape: (m, d), strides: (dim, 1) };
-                        add_product(&mut head, p, vv, Threads::Auto)?;
-                        for (i, row) in head.chunks_exact(d).enumerate() {
-                            out[bi * n * dim + i * dim + h * d..][..d].copy_from_slice(row);
+                        let mut sum = 0f32;
+                        for s in row.iter_mut() {
+                            *s = (*s - max).exp();
+                            sum += *s;
                         }
+                        row.iter_mut().for_each(|s| *s /= sum);
+                    }
+                    let mut result = vec![0f32; n * d];
+                    let p = View { data: &scores, shape: (n, m), strides: (m, 1) };
+                    let vv = View { data: &vs[ko..], shape: (m, d), strides: (dim, 1) };
+                    add_product(&mut result, p, vv, threads)?;
+                    Ok(result)
+                };
+                let results: Vec<Vec<f32>> = if parallel {
+                    use rayon::prelude::*;
+                    (0..b * heads).into_par_iter().map(head).collect::<Result<_>>()?
+                } else {
+                    (0..b * heads).map(head).collect::<Result<_>>()?
+                };
+                for (index, result) in results.iter().enumerate() {
+                    let (bi, h) = (index / heads, index % heads);
+                    for (i, row) in result.chunks_exact(d).enumerate() {
+                        out[bi * n * dim + i * dim + h * d..][..d].copy_from_slice(row);
                     }
                 }
                 Ok(())
@@ -545,6 +558,13 @@ mod fused_tests {
         let fast = attention(&x, &k, &v, 2, None).unwrap();
         let slow = attention(&tracked(&x), &k, &v, 2, None).unwrap();
         assert_eq!(fast.dims(), &[2, 5, 8]);
+        assert!(max_diff(&fast, &slow) < 1e-5, "{}", max_diff(&fast, &slow));
+
+        // Large enough for heads in parallel.
+        let big = |n| Tensor::randn(0f32, 1.0, (1, n, 64), &dev).unwrap();
+        let (q, k, v) = (big(512), big(512), big(512));
+        let fast = attention(&q, &k, &v, 4, None).unwrap();
+        let slow = attention(&tracked(&q), &k, &v, 4, None).unwrap();
         assert!(max_diff(&fast, &slow) < 1e-5, "{}", max_diff(&fast, &slow));
     }
 }
