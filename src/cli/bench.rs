@@ -39,8 +39,11 @@ fn threads() -> usize {
     candle_core::utils::get_num_threads()
 }
 
+/// Prints one figure as a JSON line; a closed stdout (`bench | head -1`) is not an error.
 pub(super) fn emit(name: &str, value: f64, unit: &str, note: &str) {
-    println!("{}", json!({"name": name, "value": value, "unit": unit, "threads": threads(), "note": note}));
+    use std::io::Write;
+    let line = json!({"name": name, "value": value, "unit": unit, "threads": threads(), "note": note});
+    let _ = writeln!(std::io::stdout(), "{line}");
 }
 
 /// Median seconds of `repeat` runs of `f`, after one warm-up run.
