@@ -44,7 +44,8 @@ pub fn conv2d(
     bias: Option<&Tensor>,
     cfg: &Conv2dConfig,
 ) -> Result<Option<Tensor>> {
-    if !plain_f32(&[x, weight]) || cfg.groups != 1 || cfg.dilation != 1 {
+    if !plain_f32(&[x, weight]) || bias.is_some_and(Tensor::track_op) || cfg.groups != 1 || cfg.dilation != 1
+    {
         return Ok(None);
     }
     let (b, c, h, w) = x.dims4()?;
