@@ -49,7 +49,10 @@ pub fn conv2d(
         return Ok(None);
     }
     let (b, c, h, w) = x.dims4()?;
-    let (o, _, kh, kw) = weight.dims4()?;
+    let (o, wc, kh, kw) = weight.dims4()?;
+    if wc != c || o == 0 {
+        return Ok(None);
+    }
     let (stride, pad) = (cfg.stride, cfg.padding);
     if h + 2 * pad < kh || w + 2 * pad < kw || stride == 0 {
         return Ok(None);
@@ -157,7 +160,7 @@ fn unroll(g: &Geometry, picture: &[f32], first: usize, rows: usize) -> Vec<f32> 
                     if s == 1 {
                         // Output columns whose input column j + ox − p lies inside the row.
                         let lo = p.saturating_sub(j);
-                        let hi = (w + p - j).min(ow);
+                        let hi = (w + p).saturating_sub(j).min(ow);
                         if lo < hi {
                             dst[lo..hi].copy_from_slice(&line[lo + j - p..hi + j - p]);
                         }

@@ -69,9 +69,7 @@ impl Linear {
     /// place), or `None` where gradients are tracked or the tensors are not f32 on the CPU.
     fn fast(&self, x: &Tensor) -> Result<Option<Tensor>> {
         let (weight, bias) = (self.0.weight(), self.0.bias());
-        let tracked = x.track_op() || weight.track_op() || bias.is_some_and(Tensor::track_op);
-        let f32_cpu = |t: &Tensor| t.dtype() == DType::F32 && t.device().is_cpu();
-        if tracked || !f32_cpu(x) || !f32_cpu(weight) || x.rank() == 0 {
+        if !plain_f32(&[x, weight]) || bias.is_some_and(Tensor::track_op) || x.rank() == 0 {
             return Ok(None);
         }
         let (out_dim, in_dim) = weight.dims2()?;
@@ -88,11 +86,11 @@ impl Linear {
             }
         }
         let x = x.contiguous()?;
-        let done = super::gemm::with_f32(&x, |xs| {
-            super::gemm::with_f32(weight, |w| {
-                let a = super::gemm::View { data: xs, shape: (rows, in_dim), strides: (in_dim, 1) };
-                let wt = super::gemm::View { data: w, shape: (in_dim, out_dim), strides: (1, in_dim) };
-                super::gemm::add_product(&mut out, a, wt, super::gemm::Threads::Auto)
+        let done = with_f32(&x, |xs| {
+            with_f32(weight, |w| {
+                let a = View { data: xs, shape: (rows, in_dim), strides: (in_dim, 1) };
+                let wt = View { data: w, shape: (in_dim, out_dim), strides: (1, in_dim) };
+                add_product(&mut out, a, wt, Threads::Auto)
             })
         })?;
         if done.flatten().is_none() {
@@ -179,15 +177,16 @@ impl LayerNorm {
 /// GEGLU's gate: the first half of the last dimension times GELU (erf form) of the second half,
 /// in one pass where no gradient is tracked.
 pub fn geglu(h: &Tensor) -> Result<Tensor> {
-    let half = h.dim(D::Minus1)? / 2;
-    if plain_f32(&[h]) {
+    let last = h.dim(D::Minus1)?;
+    let half = last / 2;
+    if plain_f32(&[h]) && last % 2 == 0 && last > 0 {
         let h = h.contiguous()?;
         let mut out = vec![0f32; h.elem_count() / 2];
         let done = with_f32(&h, |hs| {
             for (row, dst) in hs.chunks_exact(2 * half).zip(out.chunks_exact_mut(half)) {
                 let (value, gate) = row.split_at(half);
                 for ((y, v), g) in dst.iter_mut().zip(value).zip(gate) {
-                    // candle's `gelu_erf`, element for element.
+                    // GELU's erf form, as candle's `gelu_erf` (erf to 5e-7).
                     let gelu = (erf(g * std::f32::consts::FRAC_1_SQRT_2) + 1.) * 0.5 * g;
                     *y = v * gelu;
                 }
@@ -262,15 +261,13 @@ impl GroupNorm {
     /// The one-pass version, or `None` where it does not apply.
     fn fused(&self, x: &Tensor, silu: bool) -> Result<Option<Tensor>> {
         let tensors = [x, &self.weight, &self.bias];
-        if tensors.iter().any(|t| t.dtype() != DType::F32 || !t.device().is_cpu() || t.track_op())
-            || x.rank() < 3
-        {
+        if !plain_f32(&tensors) || x.rank() < 3 {
             return Ok(None);
         }
         let x = x.contiguous()?;
         let (b, c) = (x.dim(0)?, x.dim(1)?);
         let plane = x.elem_count() / (b * c).max(1);
-        if c % self.groups != 0 {
+        if c % self.groups != 0 || c != self.weight.elem_count() {
             return Ok(None);
         }
         let per_group = c / self.groups * plane;
