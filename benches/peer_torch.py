@@ -111,6 +111,10 @@ class BuiltinPipeline:
         tokenizer = read_json(BUILTIN / "tokenizer" / "tokenizer.json")
         self.vocab = tokenizer["model"]["vocab"]
         self.tokens = text_config["max_position_embeddings"]
+        # Our pipeline keeps the last prompt's conditioning and the last start picture's latent,
+        # so after the warm-up call neither is recomputed; PyTorch gets the same caches.
+        self.conditioning = {}
+        self.encoded = {}
 
     def ids(self, prompt):
         ids = [self.vocab.get(w, self.vocab["[UNK]"]) for w in prompt.split()][: self.tokens]
@@ -118,7 +122,11 @@ class BuiltinPipeline:
 
     def sample(self, steps, guidance, start=None, strength=1.0, network=None):
         network = network or (lambda x, t, ctx: self.unet(x, t, encoder_hidden_states=ctx).sample)
-        ctx = torch.cat([self.text(self.ids("")).last_hidden_state, self.text(self.ids(PROMPT)).last_hidden_state])
+        if PROMPT not in self.conditioning:
+            self.conditioning[PROMPT] = torch.cat(
+                [self.text(self.ids("")).last_hidden_state, self.text(self.ids(PROMPT)).last_hidden_state]
+            )
+        ctx = self.conditioning[PROMPT]
         self.scheduler.set_timesteps(steps)
         timesteps = self.scheduler.timesteps
         noise = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(1))
@@ -126,7 +134,9 @@ class BuiltinPipeline:
             x = noise * self.scheduler.init_noise_sigma
         else:
             timesteps = timesteps[steps - int(steps * strength):]
-            guide = self.vae.encode(start).latent_dist.mean * self.scaling
+            if id(start) not in self.encoded:
+                self.encoded[id(start)] = self.vae.encode(start).latent_dist.mean * self.scaling
+            guide = self.encoded[id(start)]
             x = self.scheduler.add_noise(guide, noise, timesteps[:1])
         for t in timesteps:
             eps_u, eps_c = network(torch.cat([x, x]), t, ctx).chunk(2)
@@ -154,6 +164,7 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3, help="ours, then theirs, this many times; medians")
+    parser.add_argument("--only", default="", help="run only the figures whose name contains this")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -180,6 +191,8 @@ def main():
          lambda: pipe.sample(20, 5.0, network=identity), args.repeat, False),
     ]
     for name, only, fn, repeat, count_flops in figures:
+        if args.only not in name:
+            continue
         # Alternate ours and theirs so that a noisy stretch of the machine hits both.
         mine, theirs = [], []
         for _ in range(max(args.rounds, 1)):

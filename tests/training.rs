@@ -24,6 +24,8 @@ fn a_short_run_writes_a_loadable_folder_and_resumes() {
         resume: false,
         vae_steps: 2,
         unet_steps: 2,
+        decoder_steps: 0,
+        decoder_learning_rate: 5e-4,
         batch: 2,
         learning_rate: 1e-3,
         checkpoint_every: 1,
@@ -53,6 +55,20 @@ fn a_short_run_writes_a_loadable_folder_and_resumes() {
     assert_eq!(state.scaling_factor, Some(scaling), "the latent scale is kept on resume");
     let log = std::fs::read_to_string(dir.join("loss.csv")).unwrap();
     assert_eq!(log.lines().count(), 5);
+
+    // Decoder fine-tuning changes the decoder alone: the encoder, and so the latent space the UNet
+    // learnt, stays as it was.
+    let vae_file = dir.join("vae/diffusion_pytorch_model.safetensors");
+    let before = candle_core::safetensors::load(&vae_file, &dev).unwrap();
+    opts.decoder_steps = 2;
+    assert_eq!(train(&opts, &mut |_| {}).unwrap().decoder_step, 2);
+    let after = candle_core::safetensors::load(&vae_file, &dev).unwrap();
+    for (name, old) in &before {
+        let moved =
+            (old - &after[name]).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let decoder = name.starts_with("decoder.") || name.starts_with("post_quant_conv.");
+        assert_eq!(moved > 0.0, decoder, "{name} moved by {moved}");
+    }
 
     // The f16 export halves the weight files, and a later resume reads them back.
     let unet_file = dir.join("unet/diffusion_pytorch_model.safetensors");

@@ -73,6 +73,12 @@ pub struct TrainArgs {
     /// UNet and text-encoder steps.
     #[arg(long, default_value_t = 6500)]
     pub unet_steps: usize,
+    /// Decoder fine-tuning steps after the UNet (encoder frozen, so the UNet stays valid).
+    #[arg(long, default_value_t = 0)]
+    pub decoder_steps: usize,
+    /// Peak learning rate of the decoder fine-tuning.
+    #[arg(long, default_value_t = 5e-4)]
+    pub decoder_lr: f64,
     /// Scenes per step.
     #[arg(long, default_value_t = 16)]
     pub batch: usize,
@@ -145,6 +151,8 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
         resume: args.resume,
         vae_steps: args.vae_steps,
         unet_steps: args.unet_steps,
+        decoder_steps: args.decoder_steps,
+        decoder_learning_rate: args.decoder_lr,
         batch: args.batch.max(1),
         learning_rate: args.lr,
         checkpoint_every: args.checkpoint_every.max(1),
@@ -163,7 +171,10 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
     };
     let state = crate::training::train::train(&opts, &mut report)
         .with_context(|| format!("training into {}", args.out.display()))?;
-    eprintln!("done: {} autoencoder steps, {} UNet steps", state.vae_step, state.unet_step);
+    eprintln!(
+        "done: {} autoencoder steps, {} UNet steps, {} decoder steps",
+        state.vae_step, state.unet_step, state.decoder_step
+    );
     Ok(())
 }
 

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use candle_core::{CpuStorage, DType, Module, Result, Storage, Tensor, D};
 use candle_nn::{Conv2dConfig, VarBuilder};
 
+use super::fast_math;
 use super::gemm::{add_product, plain_f32, with_f32, Threads, View};
 
 /// Floating-point operations of the convolutions, linear layers and attention products run in
@@ -187,7 +188,7 @@ pub fn geglu(h: &Tensor) -> Result<Tensor> {
                 let (value, gate) = row.split_at(half);
                 for ((y, v), g) in dst.iter_mut().zip(value).zip(gate) {
                     // GELU's erf form, as candle's `gelu_erf` (erf to 5e-7).
-                    let gelu = (erf(g * std::f32::consts::FRAC_1_SQRT_2) + 1.) * 0.5 * g;
+                    let gelu = (fast_math::erf(g * std::f32::consts::FRAC_1_SQRT_2) + 1.) * 0.5 * g;
                     *y = v * gelu;
                 }
             }
@@ -202,17 +203,6 @@ pub fn geglu(h: &Tensor) -> Result<Tensor> {
     }
     let (value, gate) = (h.narrow(D::Minus1, 0, half)?, h.narrow(D::Minus1, half, half)?);
     value * gate.gelu_erf()?
-}
-
-/// The error function to within 5e-7 (Abramowitz & Stegun 7.1.26: 1.5e-7, plus f32 rounding):
-/// one exponential and a short polynomial, several times faster than a correctly rounded `erff`;
-/// GELU's output moves by less than its own f32 rounding near 1.
-fn erf(x: f32) -> f32 {
-    let a = x.abs();
-    let t = 1.0 / (1.0 + 0.327_591_1 * a);
-    let poly =
-        t * (0.254_829_6 + t * (-0.284_496_74 + t * (1.421_413_8 + t * (-1.453_152 + t * 1.061_405_4))));
-    (1.0 - poly * (-a * a).exp()).copysign(x)
 }
 
 /// Group normalisation (`torch.nn.GroupNorm`), optionally followed by SiLU. Where no gradient
@@ -280,8 +270,8 @@ impl GroupNorm {
             src.chunks_exact(per_group).zip(out.chunks_exact_mut(per_group)).enumerate()
         {
             let n = per_group as f64;
-            let mean = input.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
-            let var = input.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / n;
+            let mean = fast_math::sum(input) / n;
+            let var = fast_math::sum_by(input, |v| (f64::from(v) - mean).powi(2)) / n;
             let (mean, rstd) = (mean as f32, (1.0 / (var + self.eps).sqrt()) as f32);
             let first_channel = (g % self.groups) * (c / self.groups);
             for (k, (xs, ys)) in input.chunks_exact(plane).zip(output.chunks_exact_mut(plane)).enumerate() {
@@ -289,9 +279,15 @@ impl GroupNorm {
                     rstd * weight[first_channel + k],
                     bias[first_channel + k] - mean * rstd * weight[first_channel + k],
                 );
-                for (y, &v) in ys.iter_mut().zip(xs) {
-                    let h = v * scale + shift;
-                    *y = if silu { h / (1.0 + (-h).exp()) } else { h };
+                if silu {
+                    for (y, &v) in ys.iter_mut().zip(xs) {
+                        let h = v * scale + shift;
+                        *y = h / (1.0 + fast_math::exp(-h));
+                    }
+                } else {
+                    for (y, &v) in ys.iter_mut().zip(xs) {
+                        *y = v * scale + shift;
+                    }
                 }
             }
         }
@@ -355,17 +351,7 @@ fn attention_fused(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<O
                     let kt = View { data: &ks[ko..], shape: (d, m), strides: (1, dim) };
                     add_product(&mut scores, qv, kt, threads)?;
                     for row in scores.chunks_exact_mut(m) {
-                        let mut max = f32::NEG_INFINITY;
-                        for s in row.iter_mut() {
-                            *s *= scale;
-                            max = max.max(*s);
-                        }
-                        let mut sum = 0f32;
-                        for s in row.iter_mut() {
-                            *s = (*s - max).exp();
-                            sum += *s;
-                        }
-                        row.iter_mut().for_each(|s| *s /= sum);
+                        fast_math::softmax_scaled(row, scale);
                     }
                     let mut result = vec![0f32; n * d];
                     let p = View { data: &scores, shape: (n, m), strides: (m, 1) };
@@ -520,15 +506,6 @@ mod fused_tests {
 
     fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
         (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
-    }
-
-    #[test]
-    fn erf_is_within_its_stated_error() {
-        for i in -4000..=4000 {
-            let x = i as f32 / 1000.0;
-            let exact = candle_core::cpu::erf::erf_f64(f64::from(x));
-            assert!((f64::from(erf(x)) - exact).abs() < 5e-7, "erf({x}) = {} vs {exact}", erf(x));
-        }
     }
 
     /// Each fused path against the same operation on a tracked copy (candle's path).

@@ -3,6 +3,7 @@
 pub mod clip;
 pub mod clip_tokenizer;
 pub mod fast_conv;
+pub mod fast_math;
 pub mod gemm;
 pub mod layers;
 pub mod pipeline;

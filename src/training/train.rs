@@ -60,6 +60,11 @@ pub struct TrainOptions {
     pub vae_steps: usize,
     /// UNet and text-encoder steps.
     pub unet_steps: usize,
+    /// Decoder fine-tuning steps, run last: the encoder (and so the latent space the UNet learnt)
+    /// stays frozen while the decoder learns to draw sharper pictures from it.
+    pub decoder_steps: usize,
+    /// Peak learning rate of the decoder fine-tuning.
+    pub decoder_learning_rate: f64,
     /// Images per step.
     pub batch: usize,
     /// Peak learning rate.
@@ -81,6 +86,8 @@ pub struct TrainState {
     pub vae_step: usize,
     /// UNet steps done.
     pub unet_step: usize,
+    /// Decoder fine-tuning steps done.
+    pub decoder_step: usize,
     /// 1 / std of the latents, measured when the UNet stage starts.
     pub scaling_factor: Option<f64>,
 }
@@ -88,7 +95,7 @@ pub struct TrainState {
 /// One progress report.
 #[derive(Debug, Clone)]
 pub struct Progress {
-    /// `vae` or `unet`.
+    /// `vae`, `unet` or `decoder`.
     pub stage: &'static str,
     /// Steps done in this stage.
     pub step: usize,
@@ -193,10 +200,13 @@ fn batch(
     tokenizer: &WordTokenizer,
     device: &Device,
 ) -> Result<(Tensor, Tensor), TrainError> {
+    use rayon::prelude::*;
+    // Scenes are drawn in parallel: on many cores their generation would otherwise rival the step.
+    let scenes: Vec<_> =
+        (0..size as u64).into_par_iter().map(|i| scene(first_seed + i, IMAGE_SIZE)).collect();
     let mut pixels = Vec::with_capacity(size * 3 * IMAGE_SIZE * IMAGE_SIZE);
     let mut ids = Vec::with_capacity(size * MAX_TOKENS);
-    for i in 0..size as u64 {
-        let s = scene(first_seed + i, IMAGE_SIZE);
+    for s in &scenes {
         // HWC in [0, 1] → CHW in [-1, 1].
         for c in 0..3 {
             pixels.extend(s.image.iter().skip(c).step_by(3).map(|v| v * 2.0 - 1.0));
@@ -208,14 +218,22 @@ fn batch(
     Ok((images, ids))
 }
 
-/// Learning rate: linear warm-up over 100 steps, then cosine decay to a tenth at the end.
-fn learning_rate(peak: f64, step: usize, total: usize) -> f64 {
+/// Learning rate: linear warm-up over 100 steps, then cosine decay to a tenth at the end. A run
+/// resumed mid-stage (at step `first` > 0) starts with fresh optimizer moments, whose first updates
+/// are as large as the rate itself, so it warms up again over 50 steps.
+fn learning_rate(peak: f64, step: usize, total: usize, first: usize) -> f64 {
     let warm = 100usize.min(total / 4).max(1);
-    if step < warm {
-        return peak * (step + 1) as f64 / warm as f64;
+    let rate = if step < warm {
+        peak * (step + 1) as f64 / warm as f64
+    } else {
+        let progress = (step - warm) as f64 / (total - warm).max(1) as f64;
+        peak * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()))
+    };
+    if first > 0 {
+        rate * ((step.saturating_sub(first) + 1) as f64 / 50.0).min(1.0)
+    } else {
+        rate
     }
-    let progress = (step - warm) as f64 / (total - warm).max(1) as f64;
-    peak * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()))
 }
 
 /// Trains (or resumes) the built-in model into `opts.out`.
@@ -261,21 +279,21 @@ pub fn train(opts: &TrainOptions, report: &mut dyn FnMut(&Progress)) -> Result<T
             ParamsAdamW { lr: opts.learning_rate, weight_decay: 0.0, ..Default::default() },
         )?;
         let mut meter = Meter::default();
+        let vae_first = state.vae_step;
         while state.vae_step < opts.vae_steps {
             let t0 = Instant::now();
             let seed = TRAIN_SEED_BASE + (state.vae_step * opts.batch) as u64;
             let (images, _) = batch(seed, opts.batch, &tokenizer, &device)?;
-            let (mean, logvar) = vae.encode(&images)?;
-            let std = (&logvar * 0.5)?.exp()?;
-            let z = (&mean + std.mul(&mean.randn_like(0.0, 1.0)?)?)?;
-            let recon = vae.decode(&z)?;
-            let rec = (&recon - &images)?.sqr()?.mean_all()?;
-            let kl = ((mean.sqr()? + logvar.exp()? - &logvar)? - 1.0)?.mean_all()?;
-            let loss = (&rec + (kl * 1e-4)?)?;
-            opt.set_learning_rate(learning_rate(opts.learning_rate, state.vae_step, opts.vae_steps));
+            let (loss, rec) = autoencoder_loss(&vae, &images, true)?;
+            opt.set_learning_rate(learning_rate(
+                opts.learning_rate,
+                state.vae_step,
+                opts.vae_steps,
+                vae_first,
+            ));
             opt.backward_step(&loss)?;
             state.vae_step += 1;
-            let value = f64::from(rec.to_scalar::<f32>()?);
+            let value = rec;
             meter.update(value, t0.elapsed().as_secs_f64());
             io(&log_path, writeln!(log, "vae,{},{value}", state.vae_step))?;
             report(&Progress {
@@ -312,6 +330,7 @@ pub fn train(opts: &TrainOptions, report: &mut dyn FnMut(&Progress)) -> Result<T
     let mut opt =
         AdamW::new(vars, ParamsAdamW { lr: opts.learning_rate, weight_decay: 0.0, ..Default::default() })?;
     let mut meter = Meter::default();
+    let unet_first = state.unet_step;
     let pad = Tensor::full(PAD_ID, (1, MAX_TOKENS), &device)?;
     while state.unet_step < opts.unet_steps {
         let t0 = Instant::now();
@@ -330,7 +349,12 @@ pub fn train(opts: &TrainOptions, report: &mut dyn FnMut(&Progress)) -> Result<T
         let context = text.forward(&ids)?;
         let pred = unet.forward(&x_t, &t, &context)?;
         let loss = (&pred - &noise)?.sqr()?.mean(D::Minus1)?.mean_all()?;
-        opt.set_learning_rate(learning_rate(opts.learning_rate, state.unet_step, opts.unet_steps));
+        opt.set_learning_rate(learning_rate(
+            opts.learning_rate,
+            state.unet_step,
+            opts.unet_steps,
+            unet_first,
+        ));
         opt.backward_step(&loss)?;
         state.unet_step += 1;
         let value = f64::from(loss.to_scalar::<f32>()?);
@@ -349,12 +373,74 @@ pub fn train(opts: &TrainOptions, report: &mut dyn FnMut(&Progress)) -> Result<T
             write_json(&state_path, &state)?;
         }
     }
+    if state.decoder_step < opts.decoder_steps {
+        let vars: Vec<Var> = vae_map
+            .data()
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("the weight map's lock is poisoned".into()))?
+            .iter()
+            .filter(|(name, _)| name.starts_with("decoder.") || name.starts_with("post_quant_conv."))
+            .map(|(_, var)| var.clone())
+            .collect();
+        let mut opt = AdamW::new(
+            vars,
+            ParamsAdamW { lr: opts.decoder_learning_rate, weight_decay: 0.0, ..Default::default() },
+        )?;
+        let mut meter = Meter::default();
+        let decoder_first = state.decoder_step;
+        while state.decoder_step < opts.decoder_steps {
+            let t0 = Instant::now();
+            let seed = TRAIN_SEED_BASE + (2 << 24) + (state.decoder_step * opts.batch) as u64;
+            let (images, _) = batch(seed, opts.batch, &tokenizer, &device)?;
+            let (loss, value) = autoencoder_loss(&vae, &images, false)?;
+            opt.set_learning_rate(learning_rate(
+                opts.decoder_learning_rate,
+                state.decoder_step,
+                opts.decoder_steps,
+                decoder_first,
+            ));
+            opt.backward_step(&loss)?;
+            state.decoder_step += 1;
+            meter.update(value, t0.elapsed().as_secs_f64());
+            io(&log_path, writeln!(log, "decoder,{},{value}", state.decoder_step))?;
+            report(&Progress {
+                stage: "decoder",
+                step: state.decoder_step,
+                total: opts.decoder_steps,
+                loss: meter.loss,
+                secs_per_step: meter.secs,
+            });
+            if state.decoder_step % opts.checkpoint_every == 0 || state.decoder_step == opts.decoder_steps {
+                save(&vae_map, &opts.out.join(VAE_WEIGHTS))?;
+                write_json(&state_path, &state)?;
+            }
+        }
+    }
     if opts.half {
         save_as(&vae_map, &opts.out.join(VAE_WEIGHTS), DType::F16)?;
         save_as(&unet_map, &opts.out.join(UNET_WEIGHTS), DType::F16)?;
         save_as(&text_map, &opts.out.join(TEXT_WEIGHTS), DType::F16)?;
     }
     Ok(state)
+}
+
+/// The autoencoder's loss on `images` and its reconstruction part (mean squared error, for the
+/// log). The decoder reads samples of the posterior; with `train_encoder` a small KL term keeps
+/// the latents near a unit Gaussian, without it the samples are detached, so only the decoder
+/// learns and the latent space stays the one the UNet was trained on.
+fn autoencoder_loss(vae: &Vae, images: &Tensor, train_encoder: bool) -> Result<(Tensor, f64), TrainError> {
+    let (mean, logvar) = vae.encode(images)?;
+    let std = (&logvar * 0.5)?.exp()?;
+    let z = (&mean + std.mul(&mean.randn_like(0.0, 1.0)?)?)?;
+    let z = if train_encoder { z } else { z.detach() };
+    let recon = vae.decode(&z)?;
+    let rec = (&recon - images)?.sqr()?.mean_all()?;
+    let value = f64::from(rec.to_scalar::<f32>()?);
+    if !train_encoder {
+        return Ok((rec, value));
+    }
+    let kl = ((mean.sqr()? + logvar.exp()? - &logvar)? - 1.0)?.mean_all()?;
+    Ok(((&rec + (kl * 1e-4)?)?, value))
 }
 
 /// Exponential moving averages of the loss and the step time.
@@ -371,5 +457,23 @@ impl Meter {
         self.loss += k * (loss - self.loss);
         self.secs += k * (secs - self.secs);
         self.seen += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::learning_rate;
+
+    #[test]
+    fn the_rate_warms_up_decays_to_a_tenth_and_warms_up_again_on_resume() {
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-12;
+        assert!(close(learning_rate(1.0, 0, 1000, 0), 0.01));
+        assert!(close(learning_rate(1.0, 99, 1000, 0), 1.0));
+        // Halfway through the decay, cos = 0: 0.1 + 0.45.
+        assert!(close(learning_rate(1.0, 550, 1000, 0), 0.55));
+        assert!(close(learning_rate(1.0, 1000, 1000, 0), 0.1));
+        // Resumed at 550: a fiftieth of the scheduled rate first, the whole of it 49 steps on.
+        assert!(close(learning_rate(1.0, 550, 1000, 550), 0.55 / 50.0));
+        assert!(close(learning_rate(1.0, 599, 1000, 550), learning_rate(1.0, 599, 1000, 0)));
     }
 }
