@@ -10,7 +10,7 @@ use candle_core::{DType, Result, Tensor};
 use candle_nn::Conv2dConfig;
 use rayon::prelude::*;
 
-use super::gemm::{add_product, plain_f32, with_f32, Threads, View, PARALLEL_MACS};
+use super::gemm::{add_product, add_product_by_rows, plain_f32, with_f32, Threads, View, PARALLEL_MACS};
 
 /// Unrolled elements per tile (4 MiB of f32): large enough for efficient products, small enough
 /// for the cache.
@@ -131,13 +131,20 @@ fn conv_tile(
             row.fill(*value);
         }
     }
-    let a = View { data: weight, shape: (g.o, k), strides: (k, 1) };
-    if g.kh == 1 && g.kw == 1 && g.stride == 1 && g.pad == 0 {
-        let b = View { data: &picture[first * g.w..], shape: (k, tn), strides: (g.h * g.w, 1) };
-        add_product(&mut dst, a, b, threads)?;
+    let cols;
+    let b = if g.kh == 1 && g.kw == 1 && g.stride == 1 && g.pad == 0 {
+        View { data: &picture[first * g.w..], shape: (k, tn), strides: (g.h * g.w, 1) }
     } else {
-        let cols = unroll(g, picture, first, rows);
-        add_product(&mut dst, a, View { data: &cols, shape: (k, tn), strides: (tn, 1) }, threads)?;
+        cols = unroll(g, picture, first, rows);
+        View { data: &cols, shape: (k, tn), strides: (tn, 1) }
+    };
+    let a = View { data: weight, shape: (g.o, k), strides: (k, 1) };
+    if threads == Threads::Auto {
+        // A large tile alone (the low-resolution levels, where the weights outweigh the pixels):
+        // each thread takes a block of output channels.
+        add_product_by_rows(&mut dst, a, b)?;
+    } else {
+        add_product(&mut dst, a, b, threads)?;
     }
     Ok(dst)
 }

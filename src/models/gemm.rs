@@ -80,6 +80,24 @@ pub fn add_product(dst: &mut [f32], a: View<'_>, b: View<'_>, threads: Threads) 
     Ok(())
 }
 
+/// `dst += a · b` with the rows of `a` (and of `dst`) split into one block per tensor thread
+/// when the product is large: each thread reads only its share of `a`, the right split when `a`
+/// holds weights that outweigh `b` (low-resolution convolutions, linear layers over few tokens).
+pub fn add_product_by_rows(dst: &mut [f32], a: View<'_>, b: View<'_>) -> Result<()> {
+    let ((m, k), (_, n)) = (a.shape, b.shape);
+    let pool = candle_core::utils::get_num_threads();
+    if pool < 2 || m < 2 * pool || m * n * k < PARALLEL_MACS || dst.len() != m * n {
+        return add_product(dst, a, b, Threads::Auto);
+    }
+    use rayon::prelude::*;
+    let block = m.div_ceil(pool);
+    dst.par_chunks_mut(block * n).enumerate().try_for_each(|(i, out)| {
+        let rows = out.len() / n;
+        let data = a.data.get(i * block * a.strides.0..).unwrap_or_default();
+        add_product(out, View { data, shape: (rows, k), strides: a.strides }, b, Threads::One)
+    })
+}
+
 /// Whether the fast inference paths apply: every tensor f32 on the CPU with no gradient tracked
 /// (training keeps candle's differentiable operations).
 pub fn plain_f32(tensors: &[&Tensor]) -> bool {
@@ -116,6 +134,25 @@ mod tests {
         .unwrap();
         // Row 0: [1+6, 2+3] = [7, 5]; row 1: [4+12, 5+6] = [16, 11]; plus the bias.
         assert_eq!(dst, vec![17.0, 25.0, 26.0, 31.0]);
+    }
+
+    #[test]
+    fn splitting_the_rows_across_threads_gives_the_same_product() {
+        // 2^24 multiply-adds, the size from which the rows are split.
+        let (m, k, n) = (256, 256, 256);
+        let a: Vec<f32> = (0..m * k).map(|i| ((i * 37) % 101) as f32 / 101.0 - 0.5).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| ((i * 53) % 97) as f32 / 97.0 - 0.5).collect();
+        let (av, bv) = (
+            View { data: &a, shape: (m, k), strides: (k, 1) },
+            View { data: &b, shape: (k, n), strides: (n, 1) },
+        );
+        let (mut whole, mut split) = (vec![1.0; m * n], vec![1.0; m * n]);
+        add_product(&mut whole, av, bv, Threads::One).unwrap();
+        add_product_by_rows(&mut split, av, bv).unwrap();
+        // Row 7, column 3 by the definition.
+        let direct: f32 = 1.0 + (0..k).map(|i| a[7 * k + i] * b[i * n + 3]).sum::<f32>();
+        assert!((whole[7 * n + 3] - direct).abs() < 1e-4);
+        assert!(whole.iter().zip(&split).all(|(x, y)| (x - y).abs() < 1e-5));
     }
 
     #[test]
