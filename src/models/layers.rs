@@ -1,5 +1,7 @@
-//! Building blocks shared by the networks, written from primitive tensor operations so that
-//! they also train (candle's fused layer-norm kernel has no backward pass).
+//! Building blocks shared by the networks. Each has two paths: where a gradient is tracked
+//! (training), candle's primitive, differentiable operations (its fused layer-norm kernel has no
+//! backward pass); otherwise one-pass inference kernels on raw f32 slices, which give the same
+//! numbers to rounding and are tested against the first path.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -263,6 +265,9 @@ pub struct GroupNorm {
 
 /// Loads a group norm's `weight` and `bias` (`channels` each) from `vb`.
 pub fn group_norm(groups: usize, channels: usize, eps: f64, vb: VarBuilder) -> Result<GroupNorm> {
+    if groups == 0 || !channels.is_multiple_of(groups) {
+        candle_core::bail!("{}: {channels} channels cannot be split into {groups} groups", vb.prefix());
+    }
     let weight = vb.get_with_hints(channels, "weight", candle_nn::Init::Const(1.0))?;
     let bias = vb.get_with_hints(channels, "bias", candle_nn::Init::Const(0.0))?;
     let inner = candle_nn::GroupNorm::new(weight.clone(), bias.clone(), channels, groups, eps)?;
@@ -364,6 +369,9 @@ wide_fn! {
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, mask: Option<&Tensor>) -> Result<Tensor> {
     let (b, n, dim) = q.dims3()?;
     let m = k.dim(1)?;
+    if heads == 0 || !dim.is_multiple_of(heads) {
+        candle_core::bail!("attention: {dim} channels cannot be split into {heads} heads");
+    }
     let d = dim / heads;
     if mask.is_none() {
         if let Some(out) = attention_fused(q, k, v, heads)? {
@@ -615,5 +623,21 @@ mod fused_tests {
         let fast = attention(&q, &k, &v, 4, None).unwrap();
         let slow = attention(&tracked(&q), &k, &v, 4, None).unwrap();
         assert!(max_diff(&fast, &slow) < 1e-5, "{}", max_diff(&fast, &slow));
+    }
+
+    /// Head and group counts come from config files: ones that do not divide the channels are
+    /// errors naming the layer, not a division by zero.
+    #[test]
+    fn impossible_heads_and_groups_are_errors() {
+        let vb = VarBuilder::zeros(DType::F32, &Device::Cpu);
+        for groups in [0, 4] {
+            let err = group_norm(groups, 6, 1e-5, vb.pp("mid").pp("norm")).unwrap_err().to_string();
+            assert!(err.contains("mid.norm") && err.contains(&format!("{groups} groups")), "{err}");
+        }
+        let x = Tensor::zeros((1, 3, 6), DType::F32, &Device::Cpu).unwrap();
+        for heads in [0, 4] {
+            let err = attention(&x, &x, &x, heads, None).unwrap_err().to_string();
+            assert!(err.contains(&format!("{heads} heads")), "{err}");
+        }
     }
 }
