@@ -392,7 +392,8 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, mask: Option<
 }
 
 /// Unmasked attention head by head on strided views of q, k and v — no split into heads, no
-/// transposes, the softmax in place — where no gradient is tracked; `None` elsewhere.
+/// transposes, the softmax in place — where no gradient is tracked; `None` elsewhere. `heads`
+/// divides the channels (`attention` checks it).
 fn attention_fused(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<Option<Tensor>> {
     if !plain_f32(&[q, k, v]) {
         return Ok(None);
@@ -400,7 +401,7 @@ fn attention_fused(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<O
     let (q, k, v) = (q.contiguous()?, k.contiguous()?, v.contiguous()?);
     let (b, n, dim) = q.dims3()?;
     let m = k.dim(1)?;
-    if k.dims3()? != (b, m, dim) || v.dims3()? != (b, m, dim) || dim % heads != 0 {
+    if k.dims3()? != (b, m, dim) || v.dims3()? != (b, m, dim) {
         return Ok(None);
     }
     let d = dim / heads;
