@@ -4,12 +4,14 @@
 //! numbers to rounding and are tested against the first path.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use candle_core::{CpuStorage, DType, Module, Result, Storage, Tensor, D};
 use candle_nn::{Conv2dConfig, VarBuilder};
 
 use super::fast_math::{self, wide_fn};
 use super::gemm::{add_product, add_product_by_rows, plain_f32, with_f32, Threads, View};
+use super::winograd;
 
 /// Element-wise passes over at least this many elements split across the tensor threads.
 const PARALLEL_ELEMS: usize = 1 << 20;
@@ -39,18 +41,59 @@ fn add_flops(weight_elems: usize, outputs: usize, output_elems: usize) {
     record_flops(flops);
 }
 
-/// A 2-D convolution (`torch.nn.Conv2d`) that counts its arithmetic.
+/// A 2-D convolution (`torch.nn.Conv2d`) that counts its arithmetic. A 3×3 stride-1 convolution
+/// at a resolution where it pays runs by Winograd's algorithm, its kernel transformed on first use
+/// and kept (the weights of an inference model do not change).
 #[derive(Debug, Clone)]
-pub struct Conv2d(candle_nn::Conv2d);
+pub struct Conv2d {
+    inner: candle_nn::Conv2d,
+    winograd: Arc<OnceLock<winograd::Kernel>>,
+}
+
+impl Conv2d {
+    /// The Winograd path, or `None` where it does not apply.
+    fn winograd(&self, x: &Tensor) -> Result<Option<Tensor>> {
+        let (weight, cfg) = (self.inner.weight(), self.inner.config());
+        let bias = self.inner.bias();
+        if !plain_f32(&[x, weight]) || bias.is_some_and(|b| !plain_f32(&[b])) {
+            return Ok(None);
+        }
+        let ((b, c, h, w), (o, wc, kh, kw)) = (x.dims4()?, weight.dims4()?);
+        let square = (kh, kw, cfg.stride, cfg.padding, cfg.dilation, cfg.groups) == (3, 3, 1, 1, 1, 1);
+        if !square || wc != c || !winograd::applies(b, c, o, h, w) {
+            return Ok(None);
+        }
+        let kernel = match self.winograd.get() {
+            Some(kernel) => kernel,
+            None => {
+                let Some(kernel) = with_f32(&weight.contiguous()?, |g| winograd::Kernel::new(g, o, c))?
+                else {
+                    return Ok(None);
+                };
+                self.winograd.get_or_init(|| kernel)
+            }
+        };
+        let bias = match bias {
+            Some(bias) => Some(bias.to_vec1::<f32>()?),
+            None => None,
+        };
+        let x = x.contiguous()?;
+        let out = with_f32(&x, |xd| winograd::conv3x3(xd, (b, h, w), kernel, bias.as_deref()))?;
+        out.map(|out| Tensor::from_vec(out, (b, o, h, w), x.device())).transpose()
+    }
+}
 
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let fast = super::fast_conv::conv2d(x, self.0.weight(), self.0.bias(), self.0.config())?;
+        let fast = match self.winograd(x)? {
+            Some(y) => Some(y),
+            None => super::fast_conv::conv2d(x, self.inner.weight(), self.inner.bias(), self.inner.config())?,
+        };
         let y = match fast {
             Some(y) => y,
-            None => self.0.forward(x)?,
+            None => self.inner.forward(x)?,
         };
-        add_flops(self.0.weight().elem_count(), self.0.weight().dim(0)?, y.elem_count());
+        add_flops(self.inner.weight().elem_count(), self.inner.weight().dim(0)?, y.elem_count());
         Ok(y)
     }
 }
@@ -460,7 +503,9 @@ pub fn conv(
     padding: usize,
     vb: VarBuilder,
 ) -> Result<Conv2d> {
-    candle_nn::conv2d(in_c, out_c, k, Conv2dConfig { padding, stride, ..Default::default() }, vb).map(Conv2d)
+    let inner =
+        candle_nn::conv2d(in_c, out_c, k, Conv2dConfig { padding, stride, ..Default::default() }, vb)?;
+    Ok(Conv2d { inner, winograd: Arc::default() })
 }
 
 /// diffusers' `ResnetBlock2D`: norm, SiLU, conv, (+ projected time embedding), norm, SiLU, conv,
@@ -628,6 +673,33 @@ mod fused_tests {
 
     /// Head and group counts come from config files: ones that do not divide the channels are
     /// errors naming the layer, not a division by zero.
+    /// A 3x3 convolution large enough for the Winograd path (twice, the second with the kernel
+    /// kept from the first) and one too small for it, against candle's convolution; sizes not a
+    /// multiple of the 4x4 output blocks included.
+    #[test]
+    fn convolution_paths_match_candles() {
+        let dev = Device::Cpu;
+        for (b, c, o, h, w, winograd) in
+            [(1, 32, 40, 18, 13, true), (2, 48, 32, 16, 8, true), (1, 8, 8, 8, 8, false)]
+        {
+            assert_eq!(winograd::applies(b, c, o, h, w), winograd, "{:?}", (b, c, o, h, w));
+            let weight = Tensor::randn(0f32, 0.1, (o, c, 3, 3), &dev).unwrap();
+            let bias = Tensor::randn(0f32, 1.0, o, &dev).unwrap();
+            let cfg = Conv2dConfig { padding: 1, ..Default::default() };
+            let layer =
+                Conv2d { inner: candle_nn::Conv2d::new(weight, Some(bias), cfg), winograd: Arc::default() };
+            for _ in 0..2 {
+                let x = Tensor::randn(0f32, 1.0, (b, c, h, w), &dev).unwrap();
+                let reference = layer.inner.forward(&x).unwrap();
+                let ours = layer.forward(&x).unwrap();
+                let diff =
+                    (ours - reference).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+                assert!(diff < 1e-4, "max difference {diff} for {:?}", (b, c, o, h, w));
+            }
+            assert_eq!(layer.winograd.get().is_some(), winograd, "kernel kept for {:?}", (b, c, o, h, w));
+        }
+    }
+
     #[test]
     fn impossible_heads_and_groups_are_errors() {
         let vb = VarBuilder::zeros(DType::F32, &Device::Cpu);

@@ -12,3 +12,4 @@ pub mod single_file;
 pub mod tokenizer;
 pub mod unet;
 pub mod vae;
+pub mod winograd;

@@ -1,0 +1,318 @@
+//! 3×3 stride-1 convolutions by Winograd's minimal filtering, F(4×4, 3×3) (Lavin & Gray, "Fast
+//! Algorithms for Convolutional Neural Networks", 2016): each 4×4 block of outputs comes from a
+//! 6×6 input patch with 36 multiplications per channel pair instead of 144. The work becomes 36
+//! independent matrix products `[O, C] · [C, tiles]`, one per position of the transformed patch,
+//! so a convolution costs a quarter of the multiply-adds of im2col, plus linear-time transforms.
+//! The numbers equal the direct convolution's to f32 rounding (the transforms' constants are
+//! small: 4, 5, 1/6, 1/24).
+//!
+//! Only worth it where the products stay large: with few tiles the transformed weights (four
+//! times the size of the kernel) are read for little arithmetic, so [`applies`] keeps the
+//! low-resolution levels on the im2col path.
+
+use candle_core::Result;
+use rayon::prelude::*;
+
+use super::fast_math::wide_fn;
+use super::gemm::{add_product, Threads, View};
+
+/// Output block side and input patch side.
+const M: usize = 4;
+const P: usize = M + 2;
+/// Positions of a transformed patch.
+const POS: usize = P * P;
+
+/// Fewest tiles (4×4 output blocks, over the batch) for which the transform pays.
+const MIN_TILES: usize = 16;
+/// Fewest input and output channels: below, the products are too thin for it to pay.
+const MIN_CHANNELS: usize = 32;
+
+/// Whether a 3×3, stride-1, padding-1 convolution of `b` pictures of `c` channels at `h`×`w` into
+/// `o` channels takes this path.
+pub fn applies(b: usize, c: usize, o: usize, h: usize, w: usize) -> bool {
+    c >= MIN_CHANNELS && o >= MIN_CHANNELS && b * h.div_ceil(M) * w.div_ceil(M) >= MIN_TILES
+}
+
+/// `G`, which maps a kernel side of 3 to a transformed side of 6.
+const G: [[f32; 3]; P] = [
+    [0.25, 0.0, 0.0],
+    [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+    [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+    [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+    [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
+    [0.0, 0.0, 1.0],
+];
+
+/// Tiles transformed together, one per SIMD lane: the transforms loop over them innermost, which
+/// the compiler turns into vector instructions.
+const LANES: usize = 16;
+
+/// One value for each of [`LANES`] tiles.
+type Lanes = [f32; LANES];
+
+/// A 3×3 kernel transformed once, `G g Gᵀ` for each channel pair: `[36][O][C]`.
+#[derive(Debug)]
+pub struct Kernel {
+    data: Vec<f32>,
+    o: usize,
+    c: usize,
+}
+
+impl Kernel {
+    /// Transforms `weight` (`[O, C, 3, 3]`, row-major), one position per task.
+    pub fn new(weight: &[f32], o: usize, c: usize) -> Result<Self> {
+        if weight.len() != o * c * 9 {
+            candle_core::bail!(
+                "a 3x3 kernel of {o}x{c} channels has {} elements, not {}",
+                o * c * 9,
+                weight.len()
+            )
+        }
+        let mut data = vec![0f32; POS * o * c];
+        data.par_chunks_mut(o * c).enumerate().for_each(|(pos, dst)| {
+            let (row, col) = (G[pos / P], G[pos % P]);
+            let coef: [f32; 9] = std::array::from_fn(|k| row[k / 3] * col[k % 3]);
+            for (value, g) in dst.iter_mut().zip(weight.chunks_exact(9)) {
+                *value = coef.iter().zip(g).map(|(a, b)| a * b).sum();
+            }
+        });
+        Ok(Self { data, o, c })
+    }
+}
+
+/// `Bᵀ d` for one side of a 6-element input patch.
+#[inline(always)]
+fn input_side(d: [f32; P]) -> [f32; P] {
+    [
+        4.0 * d[0] - 5.0 * d[2] + d[4],
+        -4.0 * (d[1] + d[2]) + d[3] + d[4],
+        4.0 * (d[1] - d[2]) - d[3] + d[4],
+        2.0 * (d[3] - d[1]) - d[2] + d[4],
+        2.0 * (d[1] - d[3]) - d[2] + d[4],
+        4.0 * d[1] - 5.0 * d[3] + d[5],
+    ]
+}
+
+/// `Aᵀ m` for one side of a transformed 6-element block.
+#[inline(always)]
+fn output_side(m: [f32; P]) -> [f32; M] {
+    let (s12, d12) = (m[1] + m[2], m[1] - m[2]);
+    let (s34, d34) = (m[3] + m[4], m[3] - m[4]);
+    [m[0] + s12 + s34, d12 + 2.0 * d34, s12 + 4.0 * s34, d12 + 8.0 * d34 + m[5]]
+}
+
+/// `x` (`b` pictures `[C, H, W]`, row-major) convolved with `kernel`, zero padding 1, plus `bias`:
+/// `[B, O, H, W]`.
+pub fn conv3x3(
+    x: &[f32],
+    (b, h, w): (usize, usize, usize),
+    kernel: &Kernel,
+    bias: Option<&[f32]>,
+) -> Result<Vec<f32>> {
+    let (c, o) = (kernel.c, kernel.o);
+    if x.len() != b * c * h * w || bias.is_some_and(|bias| bias.len() != o) {
+        candle_core::bail!(
+            "a 3x3 convolution of {c} into {o} channels got {} inputs for {b}x{h}x{w}",
+            x.len()
+        )
+    }
+    let grid = Grid { b, h, w, th: h.div_ceil(M), tw: w.div_ceil(M) };
+    // Tiles rounded up to whole lanes; the extra ones are zeros.
+    let tiles = (b * grid.th * grid.tw).next_multiple_of(LANES);
+    let planes = transform_input(x, c, &grid, tiles);
+    // The 36 products, in parallel: each reads its own slice of the kernel and of the planes.
+    let mut products = vec![0f32; POS * o * tiles];
+    products.par_chunks_mut(o * tiles).enumerate().try_for_each(|(pos, dst)| {
+        let a = View { data: &kernel.data[pos * o * c..][..o * c], shape: (o, c), strides: (c, 1) };
+        let v = View { data: &planes[pos * tiles..], shape: (c, tiles), strides: (POS * tiles, 1) };
+        add_product(dst, a, v, Threads::One)
+    })?;
+    Ok(transform_output(&products, o, &grid, tiles, bias))
+}
+
+/// Pictures, their size and their tiles down and across.
+struct Grid {
+    b: usize,
+    h: usize,
+    w: usize,
+    th: usize,
+    tw: usize,
+}
+
+wide_fn! {
+    /// `Bᵀ d B` of [`LANES`] patches, `d[i·6 + j]` the patches' values at row `i`, column `j`.
+    fn input_block(d: &[Lanes; POS], out: &mut [Lanes; POS]) {
+        for l in 0..LANES {
+            let mut cols = [[0f32; P]; P];
+            for (j, col) in cols.iter_mut().enumerate() {
+                *col = input_side(std::array::from_fn(|i| d[i * P + j][l]));
+            }
+            for i in 0..P {
+                let row = input_side(std::array::from_fn(|j| cols[j][i]));
+                for (j, value) in row.into_iter().enumerate() {
+                    out[i * P + j][l] = value;
+                }
+            }
+        }
+    }
+}
+
+wide_fn! {
+    /// `Aᵀ m A` of [`LANES`] transformed blocks into their 4×4 outputs, row-major.
+    fn output_block(m: &[Lanes; POS], out: &mut [Lanes; M * M]) {
+        for l in 0..LANES {
+            let mut cols = [[0f32; M]; P];
+            for (j, col) in cols.iter_mut().enumerate() {
+                *col = output_side(std::array::from_fn(|i| m[i * P + j][l]));
+            }
+            for i in 0..M {
+                let row = output_side(std::array::from_fn(|j| cols[j][i]));
+                for (j, value) in row.into_iter().enumerate() {
+                    out[i * M + j][l] = value;
+                }
+            }
+        }
+    }
+}
+
+/// `Bᵀ d B` of every tile's 6×6 input patch: `[C][36][tiles]`, tiles ordered (picture, row,
+/// column).
+fn transform_input(x: &[f32], c: usize, g: &Grid, tiles: usize) -> Vec<f32> {
+    let real = g.b * g.th * g.tw;
+    // Each picture's plane padded with one zero row and column before and enough after to cover
+    // the last patch; a tile's patch starts at its origin there.
+    let (ph, pw) = (g.th * M + 2, g.tw * M + 2);
+    let origins: Vec<usize> = (0..real)
+        .map(|t| {
+            let (bi, ty, tx) = (t / (g.th * g.tw), t / g.tw % g.th, t % g.tw);
+            bi * ph * pw + ty * M * pw + tx * M
+        })
+        .collect();
+    let mut planes = vec![0f32; c * POS * tiles];
+    planes.par_chunks_mut(POS * tiles).enumerate().for_each_init(
+        || vec![0f32; g.b * ph * pw],
+        |padded, (ci, out)| {
+            for bi in 0..g.b {
+                let plane = &x[(bi * c + ci) * g.h * g.w..][..g.h * g.w];
+                for (y, line) in plane.chunks_exact(g.w).enumerate() {
+                    padded[bi * ph * pw + (y + 1) * pw + 1..][..g.w].copy_from_slice(line);
+                }
+            }
+            let mut d = [[0f32; LANES]; POS];
+            let mut v = [[0f32; LANES]; POS];
+            for t0 in (0..real).step_by(LANES) {
+                for (l, &origin) in origins[t0..].iter().take(LANES).enumerate() {
+                    for (i, patch_row) in d.chunks_exact_mut(P).enumerate() {
+                        let line = &padded[origin + i * pw..][..P];
+                        for (lanes, value) in patch_row.iter_mut().zip(line) {
+                            lanes[l] = *value;
+                        }
+                    }
+                }
+                input_block(&d, &mut v);
+                for (pos, lanes) in v.iter().enumerate() {
+                    out[pos * tiles + t0..][..LANES].copy_from_slice(lanes);
+                }
+            }
+        },
+    );
+    planes
+}
+
+/// `Aᵀ m A` of every tile's transformed block (`products`: `[36][O][tiles]`), plus the bias,
+/// cropped to `[B, O, H, W]`.
+fn transform_output(products: &[f32], o: usize, g: &Grid, tiles: usize, bias: Option<&[f32]>) -> Vec<f32> {
+    let per_picture = g.th * g.tw;
+    let mut out = vec![0f32; g.b * o * g.h * g.w];
+    // Output channel `oc` of picture `bi` is one contiguous plane.
+    out.par_chunks_mut(g.h * g.w).enumerate().for_each(|(plane_index, plane)| {
+        let (bi, oc) = (plane_index / o, plane_index % o);
+        let base = bias.map_or(0.0, |bias| bias[oc]);
+        let (first, end) = (bi * per_picture, (bi + 1) * per_picture);
+        let mut m = [[0f32; LANES]; POS];
+        let mut y = [[0f32; LANES]; M * M];
+        for t0 in (first / LANES * LANES..end).step_by(LANES) {
+            for (pos, lanes) in m.iter_mut().enumerate() {
+                lanes.copy_from_slice(&products[(pos * o + oc) * tiles + t0..][..LANES]);
+            }
+            output_block(&m, &mut y);
+            for l in 0..LANES {
+                let Some(local) = (t0 + l).checked_sub(first).filter(|&t| t < per_picture) else { continue };
+                let (ty, tx) = (local / g.tw, local % g.tw);
+                for (k, lanes) in y.iter().enumerate() {
+                    let (row, col) = (ty * M + k / M, tx * M + k % M);
+                    if row < g.h && col < g.w {
+                        plane[row * g.w + col] = base + lanes[l];
+                    }
+                }
+            }
+        }
+    });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The direct definition: `y[o][y][x] = bias[o] + Σ x[c][y+i-1][x+j-1] · g[o][c][i][j]`.
+    fn direct(
+        x: &[f32],
+        weight: &[f32],
+        bias: &[f32],
+        (b, c, o, h, w): (usize, usize, usize, usize, usize),
+    ) -> Vec<f32> {
+        let mut out = vec![0f32; b * o * h * w];
+        for bi in 0..b {
+            for oc in 0..o {
+                for y in 0..h {
+                    for xx in 0..w {
+                        let mut sum = bias[oc] as f64;
+                        for ci in 0..c {
+                            for i in 0..3 {
+                                for j in 0..3 {
+                                    let (iy, ix) = ((y + i) as isize - 1, (xx + j) as isize - 1);
+                                    if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                                        continue;
+                                    }
+                                    let v = x[((bi * c + ci) * h + iy as usize) * w + ix as usize];
+                                    sum += (v * weight[((oc * c + ci) * 3 + i) * 3 + j]) as f64;
+                                }
+                            }
+                        }
+                        out[((bi * o + oc) * h + y) * w + xx] = sum as f32;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn values(n: usize, seed: usize) -> Vec<f32> {
+        (0..n).map(|i| (((i * 7919 + seed * 104729) % 1009) as f32 / 1009.0 - 0.5) * 2.0).collect()
+    }
+
+    #[test]
+    fn matches_the_direct_convolution_including_partial_tiles() {
+        for (b, c, o, h, w) in
+            [(1, 3, 2, 4, 4), (2, 5, 3, 8, 12), (1, 4, 6, 7, 9), (1, 2, 2, 1, 5), (2, 16, 8, 13, 6)]
+        {
+            let (x, weight, bias) = (values(b * c * h * w, 1), values(o * c * 9, 2), values(o, 3));
+            let kernel = Kernel::new(&weight, o, c).unwrap();
+            let fast = conv3x3(&x, (b, h, w), &kernel, Some(&bias)).unwrap();
+            let want = direct(&x, &weight, &bias, (b, c, o, h, w));
+            let worst = fast.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            // f32 rounding grows with the terms summed (c·9, each at most 1 here); an error in
+            // a transform would be of the order of the values themselves.
+            assert!(worst < 2e-6 * (c as f32 * 9.0), "{worst} for {:?}", (b, c, o, h, w));
+        }
+    }
+
+    #[test]
+    fn refuses_mismatched_sizes() {
+        let kernel = Kernel::new(&values(2 * 3 * 9, 0), 2, 3).unwrap();
+        assert!(conv3x3(&values(3 * 16, 0), (1, 4, 5), &kernel, None).is_err());
+        assert!(conv3x3(&values(3 * 16, 0), (1, 4, 4), &kernel, Some(&[0.0; 3])).is_err());
+        assert!(Kernel::new(&values(17, 0), 2, 1).is_err());
+    }
+}
