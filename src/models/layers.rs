@@ -43,7 +43,7 @@ fn add_flops(weight_elems: usize, outputs: usize, output_elems: usize) {
 
 /// A 2-D convolution (`torch.nn.Conv2d`) that counts its arithmetic. A 3×3 stride-1 convolution
 /// at a resolution where it pays runs by Winograd's algorithm, its kernel transformed on first use
-/// and kept (the weights of an inference model do not change).
+/// and kept while a memory budget allows (the weights of an inference model do not change).
 #[derive(Debug, Clone)]
 pub struct Conv2d {
     inner: candle_nn::Conv2d,
@@ -66,10 +66,9 @@ impl Conv2d {
         let kernel = match self.winograd.get() {
             Some(kernel) => kernel,
             None => {
-                let Some(kernel) = with_f32(&weight.contiguous()?, |g| winograd::Kernel::new(g, o, c))?
-                else {
-                    return Ok(None);
-                };
+                // Not when the weights are not plain f32, nor past the budget for kept kernels.
+                let made = with_f32(&weight.contiguous()?, |g| winograd::Kernel::new(g, o, c))?;
+                let Some(Some(kernel)) = made else { return Ok(None) };
                 self.winograd.get_or_init(|| kernel)
             }
         };

@@ -10,6 +10,9 @@
 //! times the size of the kernel) are read for little arithmetic, so [`applies`] keeps the
 //! low-resolution levels on the im2col path.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
 use candle_core::Result;
 use rayon::prelude::*;
 
@@ -50,6 +53,32 @@ const LANES: usize = 16;
 /// One value for each of [`LANES`] tiles.
 type Lanes = [f32; LANES];
 
+/// Bytes of transformed kernels alive in this process. They are four times the size of the
+/// 3×3 weights they come from (2.4 GB more for Stable Diffusion 1.5's UNet at 512×512), so they
+/// are kept only within [`kernel_budget`]; a layer past it keeps the im2col path.
+static KEPT_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+/// A quarter of the machine's memory (Linux's `MemTotal`), or 2 GiB where that is unknown.
+fn kernel_budget() -> usize {
+    static BUDGET: OnceLock<usize> = OnceLock::new();
+    *BUDGET.get_or_init(|| {
+        let total_kib = std::fs::read_to_string("/proc/meminfo").ok().and_then(|info| {
+            info.lines().find_map(|line| {
+                line.strip_prefix("MemTotal:")?.trim().strip_suffix("kB")?.trim().parse().ok()
+            })
+        });
+        total_kib.map_or(2 << 30, |kib: usize| kib * 1024 / 4)
+    })
+}
+
+/// Adds `bytes` to `kept` if the sum stays within `budget`; whether it did.
+fn reserve(kept: &AtomicUsize, bytes: usize, budget: usize) -> bool {
+    kept.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |now| {
+        now.checked_add(bytes).filter(|&sum| sum <= budget)
+    })
+    .is_ok()
+}
+
 /// A 3×3 kernel transformed once, `G g Gᵀ` for each channel pair: `[36][O][C]`.
 #[derive(Debug)]
 pub struct Kernel {
@@ -59,14 +88,18 @@ pub struct Kernel {
 }
 
 impl Kernel {
-    /// Transforms `weight` (`[O, C, 3, 3]`, row-major), one position per task.
-    pub fn new(weight: &[f32], o: usize, c: usize) -> Result<Self> {
+    /// Transforms `weight` (`[O, C, 3, 3]`, row-major), one position per task; `None` when the
+    /// kernels already kept leave no room for it.
+    pub fn new(weight: &[f32], o: usize, c: usize) -> Result<Option<Self>> {
         if weight.len() != o * c * 9 {
             candle_core::bail!(
-                "a 3x3 kernel of {o}x{c} channels has {} elements, not {}",
+                "a 3x3 kernel of {o}x{c} channels needs {} elements, got {}",
                 o * c * 9,
                 weight.len()
             )
+        }
+        if !reserve(&KEPT_BYTES, POS * o * c * size_of::<f32>(), kernel_budget()) {
+            return Ok(None);
         }
         let mut data = vec![0f32; POS * o * c];
         data.par_chunks_mut(o * c).enumerate().for_each(|(pos, dst)| {
@@ -76,7 +109,13 @@ impl Kernel {
                 *value = coef.iter().zip(g).map(|(a, b)| a * b).sum();
             }
         });
-        Ok(Self { data, o, c })
+        Ok(Some(Self { data, o, c }))
+    }
+}
+
+impl Drop for Kernel {
+    fn drop(&mut self) {
+        KEPT_BYTES.fetch_sub(self.data.len() * size_of::<f32>(), Ordering::Relaxed);
     }
 }
 
@@ -298,7 +337,7 @@ mod tests {
             [(1, 3, 2, 4, 4), (2, 5, 3, 8, 12), (1, 4, 6, 7, 9), (1, 2, 2, 1, 5), (2, 16, 8, 13, 6)]
         {
             let (x, weight, bias) = (values(b * c * h * w, 1), values(o * c * 9, 2), values(o, 3));
-            let kernel = Kernel::new(&weight, o, c).unwrap();
+            let kernel = Kernel::new(&weight, o, c).unwrap().expect("room for a small kernel");
             let fast = conv3x3(&x, (b, h, w), &kernel, Some(&bias)).unwrap();
             let want = direct(&x, &weight, &bias, (b, c, o, h, w));
             let worst = fast.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
@@ -310,9 +349,20 @@ mod tests {
 
     #[test]
     fn refuses_mismatched_sizes() {
-        let kernel = Kernel::new(&values(2 * 3 * 9, 0), 2, 3).unwrap();
+        let kernel = Kernel::new(&values(2 * 3 * 9, 0), 2, 3).unwrap().expect("room for a small kernel");
         assert!(conv3x3(&values(3 * 16, 0), (1, 4, 5), &kernel, None).is_err());
         assert!(conv3x3(&values(3 * 16, 0), (1, 4, 4), &kernel, Some(&[0.0; 3])).is_err());
         assert!(Kernel::new(&values(17, 0), 2, 1).is_err());
+    }
+
+    #[test]
+    fn kernels_are_kept_only_within_the_budget() {
+        let kept = AtomicUsize::new(0);
+        assert!(reserve(&kept, 600, 1000));
+        assert!(!reserve(&kept, 500, 1000), "1100 bytes would pass the budget");
+        assert!(reserve(&kept, 400, 1000));
+        assert_eq!(kept.load(Ordering::Relaxed), 1000);
+        assert!(!reserve(&kept, usize::MAX, usize::MAX), "no overflow");
+        assert!(kernel_budget() > 0);
     }
 }
