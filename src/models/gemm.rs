@@ -43,9 +43,21 @@ impl View<'_> {
 /// this runs up to 1.6 times as fast as gemm's own threading, which left the second core idle
 /// for much of the product.
 pub fn add_product(dst: &mut [f32], a: View<'_>, b: View<'_>, threads: Threads) -> Result<()> {
+    product(dst, a, b, threads, true)
+}
+
+/// `dst = a · b`, whatever `dst` held: a reused buffer needs no clearing first.
+pub fn set_product(dst: &mut [f32], a: View<'_>, b: View<'_>, threads: Threads) -> Result<()> {
+    product(dst, a, b, threads, false)
+}
+
+fn product(dst: &mut [f32], a: View<'_>, b: View<'_>, threads: Threads, accumulate: bool) -> Result<()> {
     let ((m, k), (k2, n)) = (a.shape, b.shape);
     if k != k2 || dst.len() != m * n || !a.fits() || !b.fits() {
         candle_core::bail!("matrix product of {:?} by {:?} into {} elements", a.shape, b.shape, dst.len())
+    }
+    if k == 0 && !accumulate {
+        dst.fill(0.0);
     }
     if m == 0 || n == 0 || k == 0 {
         return Ok(());
@@ -53,7 +65,7 @@ pub fn add_product(dst: &mut [f32], a: View<'_>, b: View<'_>, threads: Threads) 
     let pool = candle_core::utils::get_num_threads();
     if threads == Threads::One || pool < 2 || m * n * k < PARALLEL_MACS || n < 2 * pool {
         // SAFETY: the whole of `dst`, checked against the shapes above.
-        unsafe { product_block(dst.as_mut_ptr(), n, a, b, 0..n) };
+        unsafe { product_block(dst.as_mut_ptr(), n, a, b, 0..n, accumulate) };
         return Ok(());
     }
     use rayon::prelude::*;
@@ -63,7 +75,7 @@ pub fn add_product(dst: &mut [f32], a: View<'_>, b: View<'_>, threads: Threads) 
         let columns = i * block..((i + 1) * block).min(n);
         // SAFETY: the blocks' column ranges are disjoint, so no two threads write one element,
         // and each lies inside `dst` (checked above); `dst` stays borrowed until they finish.
-        unsafe { product_block(dst.get(), n, a, b, columns) };
+        unsafe { product_block(dst.get(), n, a, b, columns, accumulate) };
     });
     Ok(())
 }
@@ -71,7 +83,7 @@ pub fn add_product(dst: &mut [f32], a: View<'_>, b: View<'_>, threads: Threads) 
 /// `dst`'s address, shared by threads that write disjoint elements.
 #[derive(Clone, Copy)]
 struct SharedDst(*mut f32);
-// SAFETY: only used by `add_product`, whose threads write disjoint columns.
+// SAFETY: only used by `product`, whose threads write disjoint columns.
 unsafe impl Send for SharedDst {}
 unsafe impl Sync for SharedDst {}
 
@@ -81,14 +93,21 @@ impl SharedDst {
     }
 }
 
-/// `dst[.., columns] += a · b[.., columns]` on the calling thread, `dst` row-major with `n`
-/// columns.
+/// `dst[.., columns] (+)= a · b[.., columns]` on the calling thread, `dst` row-major with `n`
+/// columns, added to when `accumulate`, overwritten otherwise.
 ///
 /// # Safety
 /// `dst` must hold `a.shape.0 × n` elements that nothing else accesses during the call, the
 /// views must fit their data (`View::fits`), `a`'s columns must match `b`'s rows and `columns`
 /// must lie inside `0..n` and `0..b.shape.1`.
-unsafe fn product_block(dst: *mut f32, n: usize, a: View<'_>, b: View<'_>, columns: std::ops::Range<usize>) {
+unsafe fn product_block(
+    dst: *mut f32,
+    n: usize,
+    a: View<'_>,
+    b: View<'_>,
+    columns: std::ops::Range<usize>,
+    accumulate: bool,
+) {
     let ((m, k), first) = (a.shape, columns.start);
     // SAFETY: by the caller's promises every element gemm reads or writes lies inside the views'
     // data and `dst`, and nothing else writes those of `dst`.
@@ -100,7 +119,7 @@ unsafe fn product_block(dst: *mut f32, n: usize, a: View<'_>, b: View<'_>, colum
             dst.add(first),
             1,
             n as isize,
-            true,
+            accumulate,
             a.data.as_ptr(),
             a.strides.1 as isize,
             a.strides.0 as isize,
@@ -190,6 +209,18 @@ mod tests {
         let direct: f32 = 1.0 + (0..k).map(|i| a[7 * k + i] * b[i * n + 3]).sum::<f32>();
         assert!((whole[7 * n + 3] - direct).abs() < 1e-4);
         assert!(whole.iter().zip(&split).all(|(x, y)| (x - y).abs() < 1e-5));
+    }
+
+    #[test]
+    fn setting_a_product_ignores_what_the_destination_held() {
+        // [[1, 2], [3, 4]] · [[5], [6]] = [[17], [39]].
+        let (a, b) = ([1.0, 2.0, 3.0, 4.0], [5.0, 6.0]);
+        let mut dst = vec![f32::NAN, 100.0];
+        let view = |data, shape: (usize, usize)| View { data, shape, strides: (shape.1, 1) };
+        set_product(&mut dst, view(&a, (2, 2)), view(&b, (2, 1)), Threads::One).unwrap();
+        assert_eq!(dst, vec![17.0, 39.0]);
+        add_product(&mut dst, view(&a, (2, 2)), view(&b, (2, 1)), Threads::One).unwrap();
+        assert_eq!(dst, vec![34.0, 78.0]);
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! times the size of the kernel) are read for little arithmetic, so [`applies`] keeps the
 //! low-resolution levels on the im2col path.
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
@@ -17,7 +18,7 @@ use candle_core::Result;
 use rayon::prelude::*;
 
 use super::fast_math::wide_fn;
-use super::gemm::{add_product, Threads, View};
+use super::gemm::{set_product, Threads, View};
 
 /// Output block side and input patch side.
 const M: usize = 4;
@@ -158,15 +159,25 @@ pub fn conv3x3(
     let grid = Grid { b, h, w, th: h.div_ceil(M), tw: w.div_ceil(M) };
     // Tiles rounded up to whole lanes; the extra ones are zeros.
     let tiles = (b * grid.th * grid.tw).next_multiple_of(LANES);
-    let planes = transform_input(x, c, &grid, tiles);
-    // The 36 products, in parallel: each reads its own slice of the kernel and of the planes.
-    let mut products = vec![0f32; POS * o * tiles];
-    products.par_chunks_mut(o * tiles).enumerate().try_for_each(|(pos, dst)| {
-        let a = View { data: &kernel.data[pos * o * c..][..o * c], shape: (o, c), strides: (c, 1) };
-        let v = View { data: &planes[pos * tiles..], shape: (c, tiles), strides: (POS * tiles, 1) };
-        add_product(dst, a, v, Threads::One)
-    })?;
-    Ok(transform_output(&products, o, &grid, tiles, bias))
+    SCRATCH.with_borrow_mut(|(planes, products)| {
+        // Every element is written below: the buffers only grow, and only growth is zeroed.
+        planes.resize(c * POS * tiles, 0.0);
+        products.resize(POS * o * tiles, 0.0);
+        transform_input(x, c, &grid, tiles, planes);
+        // The 36 products, in parallel: each reads its own slice of the kernel and of the planes.
+        products.par_chunks_mut(o * tiles).enumerate().try_for_each(|(pos, dst)| {
+            let a = View { data: &kernel.data[pos * o * c..][..o * c], shape: (o, c), strides: (c, 1) };
+            let v = View { data: &planes[pos * tiles..], shape: (c, tiles), strides: (POS * tiles, 1) };
+            set_product(dst, a, v, Threads::One)
+        })?;
+        Ok(transform_output(products, o, &grid, tiles, bias))
+    })
+}
+
+thread_local! {
+    /// The transformed inputs and the products of this thread's last convolution: kept, so
+    /// that these buffers (megabytes each) are neither allocated nor cleared per call.
+    static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = RefCell::default();
 }
 
 /// Pictures, their size and their tiles down and across.
@@ -216,7 +227,7 @@ wide_fn! {
 
 /// `Bᵀ d B` of every tile's 6×6 input patch: `[C][36][tiles]`, tiles ordered (picture, row,
 /// column).
-fn transform_input(x: &[f32], c: usize, g: &Grid, tiles: usize) -> Vec<f32> {
+fn transform_input(x: &[f32], c: usize, g: &Grid, tiles: usize, planes: &mut [f32]) {
     let real = g.b * g.th * g.tw;
     // Each picture's plane padded with one zero row and column before and enough after to cover
     // the last patch; a tile's patch starts at its origin there.
@@ -227,7 +238,6 @@ fn transform_input(x: &[f32], c: usize, g: &Grid, tiles: usize) -> Vec<f32> {
             bi * ph * pw + ty * M * pw + tx * M
         })
         .collect();
-    let mut planes = vec![0f32; c * POS * tiles];
     planes.par_chunks_mut(POS * tiles).enumerate().for_each_init(
         || vec![0f32; g.b * ph * pw],
         |padded, (ci, out)| {
@@ -240,6 +250,10 @@ fn transform_input(x: &[f32], c: usize, g: &Grid, tiles: usize) -> Vec<f32> {
             let mut d = [[0f32; LANES]; POS];
             let mut v = [[0f32; LANES]; POS];
             for t0 in (0..real).step_by(LANES) {
+                if real - t0 < LANES {
+                    // The last, partial block: its extra lanes are zero tiles.
+                    d = [[0f32; LANES]; POS];
+                }
                 for (l, &origin) in origins[t0..].iter().take(LANES).enumerate() {
                     for (i, patch_row) in d.chunks_exact_mut(P).enumerate() {
                         let line = &padded[origin + i * pw..][..P];
@@ -255,7 +269,6 @@ fn transform_input(x: &[f32], c: usize, g: &Grid, tiles: usize) -> Vec<f32> {
             }
         },
     );
-    planes
 }
 
 /// `Aᵀ m A` of every tile's transformed block (`products`: `[36][O][tiles]`), plus the bias,
