@@ -11,6 +11,10 @@ use crate::core::{Guidance, PredictionType, TimestepSpacing};
 use crate::imageio::{read_png, write_png, Rgb};
 use crate::models::pipeline::{InitImage, LoadOptions, Pipeline, Request};
 
+/// SDEdit strength when `--init-image` comes without `--strength` (diffusers' img2img default
+/// is 0.8; A1111's denoising strength 0.75, which we follow).
+const DEFAULT_STRENGTH: f64 = 0.75;
+
 /// Arguments of `render`.
 ///
 /// Defaults follow the model, as diffusers does: the sampler named by the folder's
@@ -60,9 +64,9 @@ pub struct RenderArgs {
     /// SDEdit: start from this picture.
     #[arg(long)]
     pub init_image: Option<PathBuf>,
-    /// SDEdit strength in (0, 1].
-    #[arg(long, default_value_t = 0.75)]
-    pub strength: f64,
+    /// SDEdit strength in (0, 1] (default 0.75); only with an init image, which it applies to.
+    #[arg(long, requires = "init_image")]
+    pub strength: Option<f64>,
     /// SDEdit mask: white = edit; averaged over each latent cell, cells ≥ 0.5 are edited.
     #[arg(long, requires = "init_image")]
     pub mask: Option<PathBuf>,
@@ -225,7 +229,11 @@ pub fn run(args: &RenderArgs) -> anyhow::Result<()> {
                     Some(mask_tensor(&mask, pipeline.vae_factor())?)
                 }
             };
-            Some(InitImage { image: image_tensor(&image)?, strength: args.strength, mask })
+            Some(InitImage {
+                image: image_tensor(&image)?,
+                strength: args.strength.unwrap_or(DEFAULT_STRENGTH),
+                mask,
+            })
         }
     };
     let size = match (&init_image, size) {
@@ -286,4 +294,23 @@ pub fn run(args: &RenderArgs) -> anyhow::Result<()> {
     );
     write_png(&args.output, &Rgb { width: image.width, height: image.height, data: image.rgb }, &parameters)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use crate::cli::Cli;
+
+    #[test]
+    fn strength_and_mask_need_an_init_image() {
+        let parse = |extra: &[&str]| {
+            let base = ["latent-studio", "render", "--prompt", "a hill", "-o", "out.png"];
+            Cli::try_parse_from(base.iter().chain(extra))
+        };
+        assert!(parse(&[]).is_ok());
+        assert!(parse(&["--strength", "0.5"]).is_err(), "a strength alone would be silently ignored");
+        assert!(parse(&["--mask", "m.png"]).is_err());
+        assert!(parse(&["--init-image", "a.png", "--strength", "0.5", "--mask", "m.png"]).is_ok());
+    }
 }
