@@ -170,13 +170,13 @@ fn network_figures(
         &format!("{name}_gflop"),
         flops as f64 / 1e9,
         "GFLOP",
-        "convolutions, linear layers and attention products",
+        "convolutions (counted as direct convolutions), linear layers and attention products",
     );
     emit(
         &format!("{name}_ceiling_share"),
         flops as f64 / secs / ceiling,
         "share",
-        "achieved FLOP/s over the measured matmul_f32 rate",
+        "the counted FLOP/s over the measured matmul_f32 rate (Winograd convolutions do fewer multiplies than counted)",
     );
     Ok(())
 }
