@@ -10,7 +10,7 @@
 //! times the size of the kernel) are read for little arithmetic, so [`applies`] keeps the
 //! low-resolution levels on the im2col path.
 
-use std::cell::RefCell;
+use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
@@ -159,25 +159,29 @@ pub fn conv3x3(
     let grid = Grid { b, h, w, th: h.div_ceil(M), tw: w.div_ceil(M) };
     // Tiles rounded up to whole lanes; the extra ones are zeros.
     let tiles = (b * grid.th * grid.tw).next_multiple_of(LANES);
-    SCRATCH.with_borrow_mut(|(planes, products)| {
-        // Every element is written below: the buffers only grow, and only growth is zeroed.
-        planes.resize(c * POS * tiles, 0.0);
-        products.resize(POS * o * tiles, 0.0);
-        transform_input(x, c, &grid, tiles, planes);
-        // The 36 products, in parallel: each reads its own slice of the kernel and of the planes.
-        products.par_chunks_mut(o * tiles).enumerate().try_for_each(|(pos, dst)| {
-            let a = View { data: &kernel.data[pos * o * c..][..o * c], shape: (o, c), strides: (c, 1) };
-            let v = View { data: &planes[pos * tiles..], shape: (c, tiles), strides: (POS * tiles, 1) };
-            set_product(dst, a, v, Threads::One)
-        })?;
-        Ok(transform_output(products, o, &grid, tiles, bias))
-    })
+    // Taken out for the call, not borrowed: while this thread waits for the parallel parts, rayon
+    // may run another convolution on it (the two halves of a guided batch run side by side),
+    // which then finds the slot empty and allocates its own.
+    let (mut planes, mut products) = SCRATCH.take();
+    // Every element is written below: the buffers only grow, and only growth is zeroed.
+    planes.resize(c * POS * tiles, 0.0);
+    products.resize(POS * o * tiles, 0.0);
+    transform_input(x, c, &grid, tiles, &mut planes);
+    // The 36 products, in parallel: each reads its own slice of the kernel and of the planes.
+    products.par_chunks_mut(o * tiles).enumerate().try_for_each(|(pos, dst)| {
+        let a = View { data: &kernel.data[pos * o * c..][..o * c], shape: (o, c), strides: (c, 1) };
+        let v = View { data: &planes[pos * tiles..], shape: (c, tiles), strides: (POS * tiles, 1) };
+        set_product(dst, a, v, Threads::One)
+    })?;
+    let out = transform_output(&products, o, &grid, tiles, bias);
+    SCRATCH.set((planes, products));
+    Ok(out)
 }
 
 thread_local! {
     /// The transformed inputs and the products of this thread's last convolution: kept, so
     /// that these buffers (megabytes each) are neither allocated nor cleared per call.
-    static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = RefCell::default();
+    static SCRATCH: Cell<(Vec<f32>, Vec<f32>)> = Cell::default();
 }
 
 /// Pictures, their size and their tiles down and across.
