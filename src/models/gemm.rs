@@ -33,7 +33,12 @@ impl View<'_> {
     /// Whether every element the view names lies inside `data`.
     fn fits(&self) -> bool {
         let (r, c) = self.shape;
-        r == 0 || c == 0 || (r - 1) * self.strides.0 + (c - 1) * self.strides.1 < self.data.len()
+        if r == 0 || c == 0 {
+            return true;
+        }
+        // Checked: a product's safety rests on this answer, so an overflow must mean "no".
+        let last = (r - 1).checked_mul(self.strides.0).zip((c - 1).checked_mul(self.strides.1));
+        last.and_then(|(rows, columns)| rows.checked_add(columns)).is_some_and(|last| last < self.data.len())
     }
 }
 
@@ -53,7 +58,7 @@ pub fn set_product(dst: &mut [f32], a: View<'_>, b: View<'_>, threads: Threads) 
 
 fn product(dst: &mut [f32], a: View<'_>, b: View<'_>, threads: Threads, accumulate: bool) -> Result<()> {
     let ((m, k), (k2, n)) = (a.shape, b.shape);
-    if k != k2 || dst.len() != m * n || !a.fits() || !b.fits() {
+    if k != k2 || m.checked_mul(n) != Some(dst.len()) || !a.fits() || !b.fits() {
         candle_core::bail!("matrix product of {:?} by {:?} into {} elements", a.shape, b.shape, dst.len())
     }
     if k == 0 && !accumulate {
@@ -221,6 +226,15 @@ mod tests {
         assert_eq!(dst, vec![17.0, 39.0]);
         add_product(&mut dst, view(&a, (2, 2)), view(&b, (2, 1)), Threads::One).unwrap();
         assert_eq!(dst, vec![34.0, 78.0]);
+    }
+
+    #[test]
+    fn views_whose_extent_overflows_do_not_fit() {
+        let data = [0.0; 4];
+        assert!(View { data: &data, shape: (2, 2), strides: (2, 1) }.fits());
+        assert!(!View { data: &data, shape: (3, 2), strides: (2, 1) }.fits());
+        assert!(!View { data: &data, shape: (1 << 40, 2), strides: (1 << 40, 1) }.fits());
+        assert!(View { data: &[], shape: (0, 5), strides: (5, 1) }.fits());
     }
 
     #[test]

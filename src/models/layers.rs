@@ -67,6 +67,10 @@ impl Conv2d {
             Some(kernel) => kernel,
             None => {
                 // Not when the weights are not plain f32, nor past the budget for kept kernels.
+                // Built outside the `OnceLock`: the transform runs on the thread pool, where a
+                // stolen job for this same layer (the other half of a guided batch) would wait on
+                // the lock forever. Two halves may both build it the first time; one is dropped,
+                // releasing its share of the budget.
                 let made = with_f32(&weight.contiguous()?, |g| winograd::Kernel::new(g, o, c))?;
                 let Some(Some(kernel)) = made else { return Ok(None) };
                 self.winograd.get_or_init(|| kernel)
@@ -670,8 +674,6 @@ mod fused_tests {
         assert!(max_diff(&fast, &slow) < 1e-5, "{}", max_diff(&fast, &slow));
     }
 
-    /// Head and group counts come from config files: ones that do not divide the channels are
-    /// errors naming the layer, not a division by zero.
     /// A 3x3 convolution large enough for the Winograd path (twice, the second with the kernel
     /// kept from the first) and one too small for it, against candle's convolution; sizes not a
     /// multiple of the 4x4 output blocks included.
@@ -699,6 +701,8 @@ mod fused_tests {
         }
     }
 
+    /// Head and group counts come from config files: ones that do not divide the channels are
+    /// errors naming the layer, not a division by zero.
     #[test]
     fn impossible_heads_and_groups_are_errors() {
         let vb = VarBuilder::zeros(DType::F32, &Device::Cpu);
