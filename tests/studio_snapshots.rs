@@ -52,13 +52,21 @@ fn the_first_start_graph() {
     let thumbnails = HashMap::new();
     let mut snarl = to_snarl(&Graph::first_start());
     let mut h = Harness::builder().with_size(egui::vec2(960.0, 640.0)).build_ui(move |ui| {
-        let mut viewer =
-            Viewer { notes: &notes, thumbnails: &thumbnails, selected: None, out: Default::default() };
+        // Framed as the studio frames a new graph.
+        let fit_into = Some(ui.available_rect_before_wrap());
+        let mut viewer = Viewer {
+            notes: &notes,
+            thumbnails: &thumbnails,
+            selected: None,
+            fit_into,
+            out: Default::default(),
+        };
         graph_ui(ui, &mut snarl, &mut viewer);
     });
     h.run();
-    // egui-snarl draws wires in hash order, so where the canvas's two wires cross a few dozen
-    // pixels differ from run to run; anything more is a real change.
-    let options = egui_kittest::SnapshotOptions::new().max_failed_pixels(80);
+    // egui-snarl draws wires and node frames in an order that varies from run to run, so where
+    // the canvas's two wires cross, and along the Prompt node's top edge where the model's wire
+    // meets it, up to about 200 pixels differ faintly; a moved or resized node changes thousands.
+    let options = egui_kittest::SnapshotOptions::new().max_failed_pixels(250);
     h.snapshot_options("graph_first_start", &options);
 }

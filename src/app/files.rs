@@ -36,6 +36,7 @@ impl StudioApp {
         match graph {
             Ok(graph) => {
                 self.set_graph(graph, true);
+                self.fit_graph = true;
                 self.notify(format!("opened {}", path.display()));
             }
             Err(e) => self.error(e),

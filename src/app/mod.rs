@@ -116,6 +116,8 @@ pub struct StudioApp {
     pub graph: Graph,
     history: History,
     snarl: Snarl<Shown>,
+    /// Frame the graph's nodes in the graph panel on the next frame (at start, New, Open).
+    fit_graph: bool,
     /// The node shown in the properties panel.
     pub selected: Option<NodeId>,
     /// Settings.
@@ -189,6 +191,7 @@ impl StudioApp {
         let cache_bytes = settings.cache_mib << 20;
         let mut app = Self {
             snarl: graph_view::to_snarl(&graph),
+            fit_graph: true,
             graph,
             history: History::default(),
             selected,
@@ -407,10 +410,14 @@ impl StudioApp {
             notes: &notes,
             thumbnails: &thumbnails,
             selected: self.selected,
+            fit_into: self.fit_graph.then(|| ui.available_rect_before_wrap()),
             out: Default::default(),
         };
         let response = graph_view::graph_ui(ui, &mut self.snarl, &mut viewer);
         let out = viewer.out;
+        if out.fitted {
+            self.fit_graph = false;
+        }
         if let Some(reason) = &out.refused {
             self.refused = Some((reason.clone(), Instant::now()));
         }
@@ -517,6 +524,7 @@ impl StudioApp {
             ui.menu_button("File", |ui| {
                 if ui.button("New graph").clicked() {
                     self.set_graph(Graph::first_start(), true);
+                    self.fit_graph = true;
                     ui.close();
                 }
                 if ui.button("Open graph…  Ctrl+O").clicked() {

@@ -124,12 +124,14 @@ impl Graph {
     /// Schedule, and an SDEdit canvas wired into the sampler's init image and mask.
     pub fn first_start() -> Self {
         let mut graph = Graph::default();
+        // Two columns, sources left and the sampler right, so the graph stays readable in the
+        // studio's narrow graph panel.
         let model = graph.add(Node::Model(Default::default()), [0.0, 0.0]);
-        let prompt = graph.add(Node::Prompt(Default::default()), [200.0, 0.0]);
-        let schedule = graph.add(Node::Schedule(Default::default()), [200.0, 160.0]);
-        let canvas = graph.add(Node::Canvas(Default::default()), [200.0, 300.0]);
-        let sampler = graph.add(Node::Sampler(Default::default()), [580.0, 60.0]);
-        let output = graph.add(Node::Output(Default::default()), [960.0, 80.0]);
+        let prompt = graph.add(Node::Prompt(Default::default()), [0.0, 80.0]);
+        let schedule = graph.add(Node::Schedule(Default::default()), [0.0, 170.0]);
+        let canvas = graph.add(Node::Canvas(Default::default()), [0.0, 260.0]);
+        let sampler = graph.add(Node::Sampler(Default::default()), [370.0, 110.0]);
+        let output = graph.add(Node::Output(Default::default()), [370.0, 270.0]);
         let wires = [
             (model, 0, prompt, 0),
             (prompt, 0, sampler, 0),

@@ -72,6 +72,8 @@ pub struct ViewerOutput {
     pub refused: Option<String>,
     /// A node whose header was clicked (select it for the properties panel).
     pub clicked: Option<NodeId>,
+    /// Whether the view was fitted to `Viewer::fit_into` this frame.
+    pub fitted: bool,
 }
 
 /// Shows nodes with a one-line summary each; the properties panel edits them.
@@ -82,13 +84,52 @@ pub struct Viewer<'a> {
     pub thumbnails: &'a HashMap<NodeId, egui::TextureHandle>,
     /// The selected node.
     pub selected: Option<NodeId>,
+    /// Frame the nodes in this screen rectangle, at most at full size (the studio asks once, for a
+    /// new graph): egui-snarl's own first view fits the nodes' corners, not the nodes, which left
+    /// the first-start graph at half size with its Output node cut off.
+    pub fit_into: Option<egui::Rect>,
     /// Results.
     pub out: ViewerOutput,
+}
+
+/// A node's rough size at full scale: egui-snarl lays nodes out itself and does not expose their
+/// rectangles, and framing the graph needs only their extent.
+fn rough_size(node: &Node) -> egui::Vec2 {
+    match node {
+        Node::Prompt(_) | Node::Canvas(_) => egui::vec2(330.0, 70.0),
+        Node::Sampler(_) => egui::vec2(300.0, 130.0),
+        Node::Output(_) | Node::Image(_) => egui::vec2(130.0, 130.0),
+        _ => egui::vec2(170.0, 60.0),
+    }
+}
+
+/// The transform that shows `nodes` (graph positions and rough sizes) centred in `screen`, with
+/// a margin, at most at full scale.
+fn framing(nodes: impl Iterator<Item = egui::Rect>, screen: egui::Rect) -> Option<egui::emath::TSTransform> {
+    let content = nodes.fold(egui::Rect::NOTHING, |all, rect| all.union(rect));
+    if !content.is_finite() || !screen.is_finite() || screen.area() <= 0.0 {
+        return None;
+    }
+    let margin = 24.0;
+    let scale = ((screen.width() - 2.0 * margin) / content.width())
+        .min((screen.height() - 2.0 * margin) / content.height())
+        .clamp(0.2, 1.0);
+    Some(egui::emath::TSTransform::new(screen.center().to_vec2() - content.center().to_vec2() * scale, scale))
 }
 
 impl SnarlViewer<Shown> for Viewer<'_> {
     fn title(&mut self, node: &Shown) -> String {
         node.1.title().to_string()
+    }
+
+    fn current_transform(&mut self, to_global: &mut egui::emath::TSTransform, snarl: &mut Snarl<Shown>) {
+        let Some(screen) = self.fit_into.take() else { return };
+        let nodes =
+            snarl.nodes_pos().map(|(pos, (_, node))| egui::Rect::from_min_size(pos, rough_size(node)));
+        if let Some(transform) = framing(nodes, screen) {
+            *to_global = transform;
+            self.out.fitted = true;
+        }
     }
 
     fn show_header(
@@ -233,4 +274,33 @@ fn shorten(text: &str, max: usize) -> String {
 pub fn graph_ui(ui: &mut Ui, snarl: &mut Snarl<Shown>, viewer: &mut Viewer<'_>) -> egui::Response {
     let style = SnarlStyle { collapsible: Some(false), ..SnarlStyle::new() };
     SnarlWidget::new().id_salt("studio-graph").style(style).show(snarl, viewer, ui)
+}
+
+#[cfg(test)]
+mod tests {
+    use egui::{pos2, vec2, Rect};
+
+    use super::*;
+
+    #[test]
+    fn framing_fits_the_nodes_inside_the_screen_at_most_at_full_size() {
+        let screen = Rect::from_min_size(pos2(10.0, 20.0), vec2(540.0, 760.0));
+        // Wider than the screen: scaled down until the width fits with its margins.
+        let wide = [
+            Rect::from_min_size(pos2(0.0, 0.0), vec2(330.0, 70.0)),
+            Rect::from_min_size(pos2(370.0, 110.0), vec2(300.0, 130.0)),
+        ];
+        let t = framing(wide.into_iter(), screen).unwrap();
+        assert!((t.scaling - (540.0 - 48.0) / 670.0).abs() < 1e-5, "{}", t.scaling);
+        for rect in wide {
+            let on_screen = Rect::from_min_max(t * rect.min, t * rect.max);
+            assert!(screen.shrink(23.9).contains_rect(on_screen), "{on_screen:?} inside {screen:?}");
+        }
+        // Small: full size, centred.
+        let small = Rect::from_min_size(pos2(100.0, 100.0), vec2(100.0, 50.0));
+        let t = framing(std::iter::once(small), screen).unwrap();
+        assert_eq!(t.scaling, 1.0);
+        assert!((t * small.center() - screen.center()).length() < 1e-3);
+        assert!(framing(std::iter::empty(), screen).is_none(), "nothing to frame");
+    }
 }
