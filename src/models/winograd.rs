@@ -230,39 +230,35 @@ struct Grid {
     tw: usize,
 }
 
-wide_fn! {
-    /// `Bᵀ d B` of [`LANES`] patches, `d[i·6 + j]` the patches' values at row `i`, column `j`.
-    fn input_block(d: &[Lanes; POS], out: &mut [Lanes; POS]) {
-        for l in 0..LANES {
-            let mut cols = [[0f32; P]; P];
-            for (j, col) in cols.iter_mut().enumerate() {
-                *col = input_side(std::array::from_fn(|i| d[i * P + j][l]));
-            }
-            for i in 0..P {
-                let row = input_side(std::array::from_fn(|j| cols[j][i]));
-                for (j, value) in row.into_iter().enumerate() {
-                    out[i * P + j][l] = value;
-                }
+/// `S x Sᵀ` of [`LANES`] 6×6 blocks (`x[i·6 + j]` the blocks' values at row `i`, column `j`), `side`
+/// being `S` applied to 6 values: along the columns, then the rows; `out` row-major `N×N`.
+#[inline(always)]
+fn both_sides<const N: usize>(x: &[Lanes; POS], out: &mut [Lanes], side: impl Fn([f32; P]) -> [f32; N]) {
+    for l in 0..LANES {
+        let mut cols = [[0f32; N]; P];
+        for (j, col) in cols.iter_mut().enumerate() {
+            *col = side(std::array::from_fn(|i| x[i * P + j][l]));
+        }
+        for i in 0..N {
+            let row = side(std::array::from_fn(|j| cols[j][i]));
+            for (j, value) in row.into_iter().enumerate() {
+                out[i * N + j][l] = value;
             }
         }
     }
 }
 
 wide_fn! {
+    /// `Bᵀ d B` of [`LANES`] input patches.
+    fn input_block(d: &[Lanes; POS], out: &mut [Lanes; POS]) {
+        both_sides(d, out, input_side);
+    }
+}
+
+wide_fn! {
     /// `Aᵀ m A` of [`LANES`] transformed blocks into their 4×4 outputs, row-major.
     fn output_block(m: &[Lanes; POS], out: &mut [Lanes; M * M]) {
-        for l in 0..LANES {
-            let mut cols = [[0f32; M]; P];
-            for (j, col) in cols.iter_mut().enumerate() {
-                *col = output_side(std::array::from_fn(|i| m[i * P + j][l]));
-            }
-            for i in 0..M {
-                let row = output_side(std::array::from_fn(|j| cols[j][i]));
-                for (j, value) in row.into_iter().enumerate() {
-                    out[i * M + j][l] = value;
-                }
-            }
-        }
+        both_sides(m, out, output_side);
     }
 }
 
