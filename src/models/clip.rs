@@ -122,6 +122,10 @@ impl ClipTextModel {
 
     /// The last hidden state `[batch, tokens, hidden]` for token ids `[batch, tokens]`.
     pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        super::gemm::on_pool(|| self.forward_on_pool(ids))
+    }
+
+    fn forward_on_pool(&self, ids: &Tensor) -> Result<Tensor> {
         let (_, n) = ids.dims2()?;
         let positions = self.position_embedding.narrow(0, 0, n)?;
         let mut x = self.token_embedding.forward(ids)?.broadcast_add(&positions)?;

@@ -159,6 +159,48 @@ pub fn add_product_by_rows(dst: &mut [f32], a: View<'_>, b: View<'_>) -> Result<
     })
 }
 
+/// `src` (row-major `rows × cols`) transposed into `dst` (row-major `cols × rows`), in square
+/// blocks that stay in the first-level cache, spread over the tensor threads when large.
+pub fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+    const B: usize = 32;
+    assert_eq!(src.len(), rows * cols);
+    assert_eq!(dst.len(), rows * cols);
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    // One band: `B` rows of `dst` (columns `c0..` of `src`), all of `src`'s rows.
+    let band = |(i, out): (usize, &mut [f32])| {
+        let c0 = i * B;
+        let width = out.len() / rows;
+        for r0 in (0..rows).step_by(B) {
+            for c in 0..width {
+                let line = &mut out[c * rows + r0..][..B.min(rows - r0)];
+                for (r, value) in line.iter_mut().enumerate() {
+                    *value = src[(r0 + r) * cols + c0 + c];
+                }
+            }
+        }
+    };
+    if rows * cols >= 1 << 16 {
+        use rayon::prelude::*;
+        dst.par_chunks_mut(B * rows).enumerate().for_each(band);
+    } else {
+        dst.chunks_mut(B * rows).enumerate().for_each(band);
+    }
+}
+
+/// Runs `f` on a thread of rayon's pool, directly when already on one. A network's parallel
+/// parts then start from a running pool thread; called from outside the pool (the engine's
+/// thread, `bench`), each would put the caller to sleep and wake the pool, and on a virtual
+/// machine such wake-ups cost up to half a millisecond per product after a serial stretch.
+pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    if rayon::current_thread_index().is_some() {
+        f()
+    } else {
+        rayon::scope(|_| f())
+    }
+}
+
 /// Whether the fast inference paths apply: every tensor f32 on the CPU with no gradient tracked
 /// (training keeps candle's differentiable operations).
 pub fn plain_f32(tensors: &[&Tensor]) -> bool {
@@ -195,6 +237,31 @@ mod tests {
         .unwrap();
         // Row 0: [1+6, 2+3] = [7, 5]; row 1: [4+12, 5+6] = [16, 11]; plus the bias.
         assert_eq!(dst, vec![17.0, 25.0, 26.0, 31.0]);
+    }
+
+    #[test]
+    fn transposes_match_the_definition_in_partial_blocks_and_across_threads() {
+        // Sides off the 32-element blocks; the last shape is large enough to run in parallel.
+        for (rows, cols) in [(1, 1), (3, 70), (33, 5), (300, 257)] {
+            let src: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
+            let mut dst = vec![f32::NAN; rows * cols];
+            transpose(&src, rows, cols, &mut dst);
+            for r in 0..rows {
+                for c in 0..cols {
+                    assert_eq!(dst[c * rows + r], (r * cols + c) as f32, "{rows}x{cols} at ({r}, {c})");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn work_handed_to_the_pool_runs_on_a_pool_thread() {
+        std::thread::spawn(|| {
+            assert_eq!(rayon::current_thread_index(), None);
+            assert!(on_pool(rayon::current_thread_index).is_some());
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]

@@ -139,8 +139,10 @@ impl Linear {
         let done = with_f32(&x, |xs| {
             with_f32(weight, |w| {
                 let w = View { data: w, shape: (out_dim, in_dim), strides: (in_dim, 1) };
-                let xt = View { data: xs, shape: (in_dim, rows), strides: (1, in_dim) };
                 if rows * 4 <= in_dim {
+                    let mut x_t = vec![0f32; rows * in_dim];
+                    super::gemm::transpose(xs, rows, in_dim, &mut x_t);
+                    let xt = View { data: &x_t, shape: (in_dim, rows), strides: (rows, 1) };
                     // Few tokens for the width (Stable Diffusion's low-resolution levels, text
                     // tokens): yᵀ = W · xᵀ, output channels split across the threads, so the
                     // weights stream through once in their stored order. Read transposed, as
@@ -153,11 +155,7 @@ impl Linear {
                         }
                     }
                     add_product_by_rows(&mut yt, w, xt)?;
-                    for (oc, column) in yt.chunks_exact(rows).enumerate() {
-                        for (r, value) in column.iter().enumerate() {
-                            out[r * out_dim + oc] = *value;
-                        }
-                    }
+                    super::gemm::transpose(&yt, out_dim, rows, &mut out);
                     Ok(())
                 } else {
                     if let Some(bias) = &bias {

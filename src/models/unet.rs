@@ -411,6 +411,10 @@ impl UNet {
     /// Predicts for `x` `[batch, in, h, w]` at `timesteps` `[batch]` (training timesteps, any
     /// float dtype) with `context` `[batch, tokens, cross_attention_dim]`.
     pub fn forward(&self, x: &Tensor, timesteps: &Tensor, context: &Tensor) -> Result<Tensor> {
+        super::gemm::on_pool(|| self.forward_on_pool(x, timesteps, context))
+    }
+
+    fn forward_on_pool(&self, x: &Tensor, timesteps: &Tensor, context: &Tensor) -> Result<Tensor> {
         let batch = x.dim(0)?;
         if batch >= 2 && candle_core::utils::get_num_threads() >= 2 && plain_f32(&[x, context]) {
             // Inference on a batch (a guided pair): one half per core. Small networks gain far

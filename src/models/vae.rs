@@ -213,6 +213,10 @@ impl Vae {
 
     /// Mean and log-variance of the latent distribution for images in [-1, 1], unscaled.
     pub fn encode(&self, image: &Tensor) -> Result<(Tensor, Tensor)> {
+        super::gemm::on_pool(|| self.encode_on_pool(image))
+    }
+
+    fn encode_on_pool(&self, image: &Tensor) -> Result<(Tensor, Tensor)> {
         let mut h = self.enc_conv_in.forward(image)?;
         for level in &self.enc_levels {
             for r in &level.resnets {
@@ -234,6 +238,10 @@ impl Vae {
 
     /// Images in about [-1, 1] from unscaled latents.
     pub fn decode(&self, latent: &Tensor) -> Result<Tensor> {
+        super::gemm::on_pool(|| self.decode_on_pool(latent))
+    }
+
+    fn decode_on_pool(&self, latent: &Tensor) -> Result<Tensor> {
         let mut h = match &self.post_quant_conv {
             Some(p) => p.forward(latent)?,
             None => latent.clone(),
