@@ -232,8 +232,9 @@ impl LayerNorm {
             return Ok(None);
         }
         let mut out = vec![0f32; x.elem_count()];
+        let eps = self.eps as f32;
         let done = with_f32(&x, |xs| {
-            layer_norm_rows(xs, &mut out, &weight, &bias, self.eps as f32);
+            by_row_blocks(xs, dim, &mut out, dim, |x, y| layer_norm_rows(x, y, &weight, &bias, eps));
             Ok(())
         })?;
         if done.is_none() {
@@ -241,6 +242,26 @@ impl LayerNorm {
         }
         Tensor::from_vec(out, x.shape(), x.device()).map(Some)
     }
+}
+
+/// `f` over blocks of whole rows (`xs` rows of `x_len`, `out` rows of `out_len`), one block per
+/// tensor thread when there is enough work to pay for them: a serial pass between two parallel
+/// products also leaves the second core idle.
+fn by_row_blocks(
+    xs: &[f32],
+    x_len: usize,
+    out: &mut [f32],
+    out_len: usize,
+    f: impl Fn(&[f32], &mut [f32]) + Sync,
+) {
+    let rows = out.len() / out_len.max(1);
+    let pool = candle_core::utils::get_num_threads();
+    if pool < 2 || xs.len() < 1 << 16 || rows < 2 {
+        return f(xs, out);
+    }
+    use rayon::prelude::*;
+    let block = rows.div_ceil(pool);
+    out.par_chunks_mut(block * out_len).zip(xs.par_chunks(block * x_len)).for_each(|(y, x)| f(x, y));
 }
 
 wide_fn! {
@@ -267,7 +288,7 @@ pub fn geglu(h: &Tensor) -> Result<Tensor> {
         let h = h.contiguous()?;
         let mut out = vec![0f32; h.elem_count() / 2];
         let done = with_f32(&h, |hs| {
-            geglu_rows(hs, &mut out, half);
+            by_row_blocks(hs, last, &mut out, half, |x, y| geglu_rows(x, y, half));
             Ok(())
         })?;
         if done.is_some() {
@@ -643,16 +664,22 @@ mod fused_tests {
     fn fused_paths_match_candles_operations() {
         let dev = Device::Cpu;
         let tracked = |t: &Tensor| Var::from_tensor(t).unwrap().as_tensor().clone();
+        // The second shape is large enough for blocks of rows on each thread (999 rows: blocks
+        // of unequal size).
+        for (b, n, d) in [(2, 5, 8), (3, 333, 80)] {
+            let x = Tensor::randn(0.5f32, 2.0, (b, n, d), &dev).unwrap();
+            let (w, bias) =
+                (Tensor::randn(1f32, 0.3, d, &dev).unwrap(), Tensor::randn(0f32, 0.3, d, &dev).unwrap());
+            let fast = LayerNorm { weight: w.clone(), bias: bias.clone(), eps: 1e-5 };
+            let slow = LayerNorm { weight: tracked(&w), bias, eps: 1e-5 };
+            assert!(fast.fused(&x).unwrap().is_some() && slow.fused(&x).unwrap().is_none());
+            assert!(max_diff(&fast.forward(&x).unwrap(), &slow.forward(&x).unwrap()) < 1e-5);
+
+            assert!(max_diff(&geglu(&x).unwrap(), &geglu(&tracked(&x)).unwrap()) < 1e-5);
+            assert_eq!(geglu(&x).unwrap().dims(), &[b, n, d / 2]);
+        }
+
         let x = Tensor::randn(0.5f32, 2.0, (2, 5, 8), &dev).unwrap();
-
-        let (w, b) = (Tensor::randn(1f32, 0.3, 8, &dev).unwrap(), Tensor::randn(0f32, 0.3, 8, &dev).unwrap());
-        let fast = LayerNorm { weight: w.clone(), bias: b.clone(), eps: 1e-5 };
-        let slow = LayerNorm { weight: tracked(&w), bias: b, eps: 1e-5 };
-        assert!(fast.fused(&x).unwrap().is_some() && slow.fused(&x).unwrap().is_none());
-        assert!(max_diff(&fast.forward(&x).unwrap(), &slow.forward(&x).unwrap()) < 1e-5);
-
-        assert!(max_diff(&geglu(&x).unwrap(), &geglu(&tracked(&x)).unwrap()) < 1e-5);
-        assert_eq!(geglu(&x).unwrap().dims(), &[2, 5, 4]);
 
         let (k, v) = (
             Tensor::randn(0f32, 1.0, (2, 3, 8), &dev).unwrap(),
