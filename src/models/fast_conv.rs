@@ -10,7 +10,9 @@ use candle_core::{DType, Result, Tensor};
 use candle_nn::Conv2dConfig;
 use rayon::prelude::*;
 
-use super::gemm::{add_product, add_product_by_rows, plain_f32, with_f32, Threads, View, PARALLEL_MACS};
+use super::gemm::{
+    add_product, add_product_by_rows, plain_f32, with_f32, zeros, Threads, View, PARALLEL_MACS,
+};
 
 /// Unrolled elements per tile (4 MiB of f32): large enough for efficient products, small enough
 /// for the cache.
@@ -76,7 +78,7 @@ pub fn conv2d(
     let (x, weight) = (x.contiguous()?, weight.contiguous()?);
     let parallel = tiles.len() > 1 && b * o * oh * ow * g.k() >= PARALLEL_MACS;
     let n = oh * ow;
-    let mut out = vec![0f32; b * o * n];
+    let mut out = zeros(b * o * n);
     let done = with_f32(&weight, |wd| {
         with_f32(&x, |xd| {
             // Each tile: (picture, first row) → its outputs, `o` rows of `rows · ow`.

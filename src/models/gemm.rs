@@ -189,16 +189,17 @@ pub fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
     }
 }
 
-/// Runs `f` on a thread of rayon's pool, directly when already on one. A network's parallel
-/// parts then start from a running pool thread; called from outside the pool (the engine's
-/// thread, `bench`), each would put the caller to sleep and wake the pool, and on a virtual
-/// machine such wake-ups cost up to half a millisecond per product after a serial stretch.
-pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    if rayon::current_thread_index().is_some() {
-        f()
-    } else {
-        rayon::scope(|_| f())
+/// `n` zeros; a large buffer is written by the tensor threads, as a serial `memset` of a
+/// network's output maps (allocations reuse freed memory, which calloc must clear) left the
+/// second core idle.
+pub fn zeros(n: usize) -> Vec<f32> {
+    if n < 1 << 18 || candle_core::utils::get_num_threads() < 2 {
+        return vec![0f32; n];
     }
+    use rayon::prelude::*;
+    let mut v = Vec::with_capacity(n);
+    v.par_extend(rayon::iter::repeat_n(0f32, n));
+    v
 }
 
 /// Whether the fast inference paths apply: every tensor f32 on the CPU with no gradient tracked
@@ -255,13 +256,12 @@ mod tests {
     }
 
     #[test]
-    fn work_handed_to_the_pool_runs_on_a_pool_thread() {
-        std::thread::spawn(|| {
-            assert_eq!(rayon::current_thread_index(), None);
-            assert!(on_pool(rayon::current_thread_index).is_some());
-        })
-        .join()
-        .unwrap();
+    fn zeros_are_zeros_at_every_size() {
+        for n in [0, 5, (1 << 18) + 3] {
+            let v = zeros(n);
+            assert_eq!(v.len(), n);
+            assert!(v.iter().all(|&x| x == 0.0));
+        }
     }
 
     #[test]

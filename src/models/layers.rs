@@ -10,7 +10,7 @@ use candle_core::{CpuStorage, DType, Module, Result, Storage, Tensor, D};
 use candle_nn::{Conv2dConfig, VarBuilder};
 
 use super::fast_math::{self, wide_fn};
-use super::gemm::{add_product, add_product_by_rows, plain_f32, with_f32, Threads, View};
+use super::gemm::{add_product, add_product_by_rows, plain_f32, with_f32, zeros, Threads, View};
 use super::winograd;
 
 /// Element-wise passes over at least this many elements split across the tensor threads.
@@ -134,7 +134,7 @@ impl Linear {
             Some(bias) => Some(bias.to_dtype(DType::F32)?.to_vec1::<f32>()?),
             None => None,
         };
-        let mut out = vec![0f32; rows * out_dim];
+        let mut out = zeros(rows * out_dim);
         let x = x.contiguous()?;
         let done = with_f32(&x, |xs| {
             with_f32(weight, |w| {
@@ -231,7 +231,7 @@ impl LayerNorm {
         if x.dim(D::Minus1)? != dim {
             return Ok(None);
         }
-        let mut out = vec![0f32; x.elem_count()];
+        let mut out = zeros(x.elem_count());
         let eps = self.eps as f32;
         let done = with_f32(&x, |xs| {
             by_row_blocks(xs, dim, &mut out, dim, |x, y| layer_norm_rows(x, y, &weight, &bias, eps));
@@ -279,6 +279,27 @@ wide_fn! {
     }
 }
 
+/// `t` (`[B, R, C]`) with its last two dimensions swapped, contiguous: `[B, C, R]` (a feature
+/// map's channels to tokens and back). Plain f32 goes through the blocked, parallel
+/// [`super::gemm::transpose`] instead of candle's strided copy, which runs on one thread.
+pub fn swap_last_two(t: &Tensor) -> Result<Tensor> {
+    let (b, r, c) = t.dims3()?;
+    if plain_f32(&[t]) {
+        let t = t.contiguous()?;
+        let mut out = zeros(t.elem_count());
+        let done = with_f32(&t, |ts| {
+            for (src, dst) in ts.chunks_exact(r * c).zip(out.chunks_exact_mut(r * c)) {
+                super::gemm::transpose(src, r, c, dst);
+            }
+            Ok(())
+        })?;
+        if done.is_some() {
+            return Tensor::from_vec(out, (b, c, r), t.device());
+        }
+    }
+    t.transpose(1, 2)?.contiguous()
+}
+
 /// GEGLU's gate: the first half of the last dimension times GELU (erf form) of the second half,
 /// in one pass where no gradient is tracked.
 pub fn geglu(h: &Tensor) -> Result<Tensor> {
@@ -286,7 +307,7 @@ pub fn geglu(h: &Tensor) -> Result<Tensor> {
     let half = last / 2;
     if plain_f32(&[h]) && last % 2 == 0 && last > 0 {
         let h = h.contiguous()?;
-        let mut out = vec![0f32; h.elem_count() / 2];
+        let mut out = zeros(h.elem_count() / 2);
         let done = with_f32(&h, |hs| {
             by_row_blocks(hs, last, &mut out, half, |x, y| geglu_rows(x, y, half));
             Ok(())
@@ -382,7 +403,7 @@ impl GroupNorm {
         let (storage, layout) = x.storage_and_layout();
         let Storage::Cpu(CpuStorage::F32(data)) = &*storage else { return Ok(None) };
         let src = &data[layout.start_offset()..layout.start_offset() + x.elem_count()];
-        let mut out = vec![0f32; src.len()];
+        let mut out = zeros(src.len());
         let per_channel = c / self.groups;
         let group = |(g, (input, output)): (usize, (&[f32], &mut [f32]))| {
             let first = (g % self.groups) * per_channel;
@@ -475,7 +496,7 @@ fn attention_fused(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<O
     // one thread; small attention stays on the calling thread.
     let parallel = b * heads > 1 && b * heads * n * m * d >= super::gemm::PARALLEL_MACS;
     let threads = if parallel { Threads::One } else { Threads::Auto };
-    let mut out = vec![0f32; b * n * dim];
+    let mut out = zeros(b * n * dim);
     let done = with_f32(&q, |qs| {
         with_f32(&k, |ks| {
             with_f32(&v, |vs| {
@@ -677,6 +698,16 @@ mod fused_tests {
 
             assert!(max_diff(&geglu(&x).unwrap(), &geglu(&tracked(&x)).unwrap()) < 1e-5);
             assert_eq!(geglu(&x).unwrap().dims(), &[b, n, d / 2]);
+        }
+
+        // Swapping a map's channels and tokens, small and large enough to run in parallel.
+        for shape in [(2, 3, 5), (2, 300, 257)] {
+            let t = Tensor::randn(0f32, 1.0, shape, &dev).unwrap();
+            let expected = tracked(&t).transpose(1, 2).unwrap().contiguous().unwrap();
+            assert_eq!(
+                swap_last_two(&t).unwrap().to_vec3::<f32>().unwrap(),
+                expected.to_vec3::<f32>().unwrap()
+            );
         }
 
         let x = Tensor::randn(0.5f32, 2.0, (2, 5, 8), &dev).unwrap();

@@ -7,6 +7,7 @@ pub mod fast_math;
 pub mod gemm;
 pub mod layers;
 pub mod pipeline;
+pub mod pool;
 pub mod preview;
 pub mod single_file;
 pub mod tokenizer;

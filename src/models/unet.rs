@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use super::gemm::plain_f32;
 use super::layers::{
-    attention, conv, geglu, group_norm, linear, linear_no_bias, Conv2d, GroupNorm, LayerNorm, Linear, Resnet,
+    attention, conv, geglu, group_norm, linear, linear_no_bias, swap_last_two, Conv2d, GroupNorm, LayerNorm,
+    Linear, Resnet,
 };
 
 /// The fields of a diffusers UNet `config.json` this network reads.
@@ -204,13 +205,13 @@ impl SpatialTransformer {
     fn forward(&self, x: &Tensor, context: &Tensor) -> Result<Tensor> {
         let (b, ch, h, w) = x.dims4()?;
         let n = self.norm.forward(x)?;
-        let to_tokens = |t: Tensor| t.flatten_from(2)?.transpose(1, 2)?.contiguous();
+        let to_tokens = |t: Tensor| swap_last_two(&t.flatten_from(2)?);
         let tokens = match &self.proj_in {
             Projection::Conv(p) => to_tokens(p.forward(&n)?)?,
             Projection::Linear(p) => p.forward(&to_tokens(n)?)?,
         };
         let tokens = self.block.forward(&tokens, context)?;
-        let to_map = |t: Tensor| t.transpose(1, 2)?.reshape((b, ch, h, w));
+        let to_map = |t: Tensor| swap_last_two(&t)?.reshape((b, ch, h, w));
         let out = match &self.proj_out {
             Projection::Conv(p) => p.forward(&to_map(tokens)?)?,
             Projection::Linear(p) => to_map(p.forward(&tokens)?)?,
@@ -411,7 +412,7 @@ impl UNet {
     /// Predicts for `x` `[batch, in, h, w]` at `timesteps` `[batch]` (training timesteps, any
     /// float dtype) with `context` `[batch, tokens, cross_attention_dim]`.
     pub fn forward(&self, x: &Tensor, timesteps: &Tensor, context: &Tensor) -> Result<Tensor> {
-        super::gemm::on_pool(|| self.forward_on_pool(x, timesteps, context))
+        super::pool::on_pool(|| self.forward_on_pool(x, timesteps, context))
     }
 
     fn forward_on_pool(&self, x: &Tensor, timesteps: &Tensor, context: &Tensor) -> Result<Tensor> {

@@ -213,7 +213,7 @@ impl Vae {
 
     /// Mean and log-variance of the latent distribution for images in [-1, 1], unscaled.
     pub fn encode(&self, image: &Tensor) -> Result<(Tensor, Tensor)> {
-        super::gemm::on_pool(|| self.encode_on_pool(image))
+        super::pool::on_pool(|| self.encode_on_pool(image))
     }
 
     fn encode_on_pool(&self, image: &Tensor) -> Result<(Tensor, Tensor)> {
@@ -238,7 +238,7 @@ impl Vae {
 
     /// Images in about [-1, 1] from unscaled latents.
     pub fn decode(&self, latent: &Tensor) -> Result<Tensor> {
-        super::gemm::on_pool(|| self.decode_on_pool(latent))
+        super::pool::on_pool(|| self.decode_on_pool(latent))
     }
 
     fn decode_on_pool(&self, latent: &Tensor) -> Result<Tensor> {

@@ -19,7 +19,7 @@ use candle_core::Result;
 use rayon::prelude::*;
 
 use super::fast_math::wide_fn;
-use super::gemm::{set_product, Threads, View};
+use super::gemm::{set_product, zeros, Threads, View};
 
 /// Output block side and input patch side.
 const M: usize = 4;
@@ -171,7 +171,7 @@ pub fn conv3x3(
         )
     }
     let grid = Grid { b, h, w, th: h.div_ceil(M), tw: w.div_ceil(M) };
-    let mut out = vec![0f32; b * o * h * w];
+    let mut out = zeros(b * o * h * w);
     if out.is_empty() {
         return Ok(out);
     }
