@@ -140,14 +140,16 @@ impl Linear {
             with_f32(weight, |w| {
                 let w = View { data: w, shape: (out_dim, in_dim), strides: (in_dim, 1) };
                 if rows * 4 <= in_dim {
-                    let mut x_t = vec![0f32; rows * in_dim];
-                    super::gemm::transpose(xs, rows, in_dim, &mut x_t);
-                    let xt = View { data: &x_t, shape: (in_dim, rows), strides: (rows, 1) };
                     // Few tokens for the width (Stable Diffusion's low-resolution levels, text
                     // tokens): yᵀ = W · xᵀ, output channels split across the threads, so the
                     // weights stream through once in their stored order. Read transposed, as
                     // below, gemm gathers them column by column: 1.5-5 times slower here, while
-                    // with many tokens the transposed output would cost more than it saves.
+                    // with many tokens the transposed output would cost more than it saves. The
+                    // input is transposed once here: read strided, gemm gathered it on each
+                    // thread (a quarter slower).
+                    let mut x_t = vec![0f32; rows * in_dim];
+                    super::gemm::transpose(xs, rows, in_dim, &mut x_t);
+                    let xt = View { data: &x_t, shape: (in_dim, rows), strides: (rows, 1) };
                     let mut yt = vec![0f32; out_dim * rows];
                     if let Some(bias) = &bias {
                         for (row, value) in yt.chunks_exact_mut(rows).zip(bias) {
@@ -284,7 +286,7 @@ wide_fn! {
 /// [`super::gemm::transpose`] instead of candle's strided copy, which runs on one thread.
 pub fn swap_last_two(t: &Tensor) -> Result<Tensor> {
     let (b, r, c) = t.dims3()?;
-    if plain_f32(&[t]) {
+    if plain_f32(&[t]) && r * c > 0 {
         let t = t.contiguous()?;
         let mut out = zeros(t.elem_count());
         let done = with_f32(&t, |ts| {
@@ -685,9 +687,9 @@ mod fused_tests {
     fn fused_paths_match_candles_operations() {
         let dev = Device::Cpu;
         let tracked = |t: &Tensor| Var::from_tensor(t).unwrap().as_tensor().clone();
-        // The second shape is large enough for blocks of rows on each thread (999 rows: blocks
-        // of unequal size).
-        for (b, n, d) in [(2, 5, 8), (3, 333, 80)] {
+        // The second shape is large enough for blocks of rows on each thread (997 rows, a prime:
+        // blocks of unequal size whatever the thread count).
+        for (b, n, d) in [(1, 10, 8), (1, 997, 80)] {
             let x = Tensor::randn(0.5f32, 2.0, (b, n, d), &dev).unwrap();
             let (w, bias) =
                 (Tensor::randn(1f32, 0.3, d, &dev).unwrap(), Tensor::randn(0f32, 0.3, d, &dev).unwrap());
@@ -696,12 +698,16 @@ mod fused_tests {
             assert!(fast.fused(&x).unwrap().is_some() && slow.fused(&x).unwrap().is_none());
             assert!(max_diff(&fast.forward(&x).unwrap(), &slow.forward(&x).unwrap()) < 1e-5);
 
-            assert!(max_diff(&geglu(&x).unwrap(), &geglu(&tracked(&x)).unwrap()) < 1e-5);
-            assert_eq!(geglu(&x).unwrap().dims(), &[b, n, d / 2]);
+            // Relative to the largest output: GELU's erf is approximated to 5e-7, scaled by the
+            // value and the gate, both up to about 9 here.
+            let slow = geglu(&tracked(&x)).unwrap();
+            let largest = slow.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            assert!(max_diff(&geglu(&x).unwrap(), &slow) < 1e-6 * (1.0 + largest));
+            assert_eq!(slow.dims(), &[b, n, d / 2]);
         }
 
-        // Swapping a map's channels and tokens, small and large enough to run in parallel.
-        for shape in [(2, 3, 5), (2, 300, 257)] {
+        // Swapping a map's channels and tokens: small, empty, and large enough to run in parallel.
+        for shape in [(2, 3, 5), (1, 0, 4), (2, 300, 257)] {
             let t = Tensor::randn(0f32, 1.0, shape, &dev).unwrap();
             let expected = tracked(&t).transpose(1, 2).unwrap().contiguous().unwrap();
             assert_eq!(

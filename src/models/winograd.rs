@@ -10,10 +10,9 @@
 //! times the size of the kernel) are read for little arithmetic, so [`applies`] keeps the
 //! low-resolution levels on the im2col path.
 
-use std::cell::Cell;
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use candle_core::Result;
 use rayon::prelude::*;
@@ -192,10 +191,10 @@ fn run_chunks(
 ) -> Result<()> {
     let (c, o) = (kernel.c, kernel.o);
     let real = grid.b * grid.th * grid.tw;
-    // Taken out for the call, not borrowed: while this thread waits for the parallel parts, rayon
-    // may run another convolution on it (the two halves of a guided batch run side by side),
-    // which then finds the slot empty and allocates its own.
-    let (mut planes, mut products) = SCRATCH.take();
+    // Taken out of the list for the call: a convolution running meanwhile (the other half of a
+    // guided batch, on another thread or on this one while it waits for the parallel parts)
+    // takes another pair or allocates its own.
+    let (mut planes, mut products) = SCRATCH.lock().ok().and_then(|mut kept| kept.pop()).unwrap_or_default();
     for start in (0..real).step_by(chunk) {
         let span = start..real.min(start + chunk);
         let tiles = span.len().next_multiple_of(LANES);
@@ -211,15 +210,17 @@ fn run_chunks(
         })?;
         transform_output(&products, o, grid, span, bias, out);
     }
-    SCRATCH.set((planes, products));
+    if let Ok(mut kept) = SCRATCH.lock() {
+        kept.push((planes, products));
+    }
     Ok(())
 }
 
-thread_local! {
-    /// The transformed inputs and the products of this thread's last convolution (one chunk
-    /// each, about 64 MiB at most): kept, so that they are neither allocated nor cleared per call.
-    static SCRATCH: Cell<(Vec<f32>, Vec<f32>)> = Cell::default();
-}
+/// The transformed inputs and the products of finished convolutions (one chunk each, about
+/// 64 MiB at most), kept so that they are neither allocated nor cleared per call: one pair per
+/// convolution that ran at the same time, however many threads the pool has (a network's
+/// evaluations run on whichever pool thread is free, so per-thread buffers would multiply).
+static SCRATCH: Mutex<Vec<(Vec<f32>, Vec<f32>)>> = Mutex::new(Vec::new());
 
 /// Pictures, their size and their tiles down and across.
 struct Grid {
