@@ -13,8 +13,10 @@ use super::fast_math::{self, wide_fn};
 use super::gemm::{add_product, add_product_by_rows, plain_f32, with_f32, zeros, Threads, View};
 use super::winograd;
 
-/// Element-wise passes over at least this many elements split across the tensor threads.
-const PARALLEL_ELEMS: usize = 1 << 20;
+/// Row-wise passes (layer norm, GEGLU, group norm) over at least this many elements split their
+/// rows across the tensor threads: a serial pass between two parallel products leaves the
+/// second core idle.
+const PARALLEL_ELEMS: usize = 1 << 16;
 
 /// Floating-point operations of the convolutions, linear layers and attention products run in
 /// this process (a relaxed counter: one add per layer call).
@@ -236,7 +238,7 @@ impl LayerNorm {
         let mut out = zeros(x.elem_count());
         let eps = self.eps as f32;
         let done = with_f32(&x, |xs| {
-            by_row_blocks(xs, dim, &mut out, dim, |x, y| layer_norm_rows(x, y, &weight, &bias, eps));
+            by_row_blocks(xs, dim, &mut out, dim, |_, x, y| layer_norm_rows(x, y, &weight, &bias, eps));
             Ok(())
         })?;
         if done.is_none() {
@@ -246,24 +248,26 @@ impl LayerNorm {
     }
 }
 
-/// `f` over blocks of whole rows (`xs` rows of `x_len`, `out` rows of `out_len`), one block per
-/// tensor thread when there is enough work to pay for them: a serial pass between two parallel
-/// products also leaves the second core idle.
+/// `f(first_row, rows_in, rows_out)` over blocks of whole rows (`xs` rows of `x_len`, `out` rows
+/// of `out_len`), one block per tensor thread from [`PARALLEL_ELEMS`] on.
 fn by_row_blocks(
     xs: &[f32],
     x_len: usize,
     out: &mut [f32],
     out_len: usize,
-    f: impl Fn(&[f32], &mut [f32]) + Sync,
+    f: impl Fn(usize, &[f32], &mut [f32]) + Sync,
 ) {
     let rows = out.len() / out_len.max(1);
     let pool = candle_core::utils::get_num_threads();
-    if pool < 2 || xs.len() < 1 << 16 || rows < 2 {
-        return f(xs, out);
+    if pool < 2 || xs.len() < PARALLEL_ELEMS || rows < 2 {
+        return f(0, xs, out);
     }
     use rayon::prelude::*;
     let block = rows.div_ceil(pool);
-    out.par_chunks_mut(block * out_len).zip(xs.par_chunks(block * x_len)).for_each(|(y, x)| f(x, y));
+    out.par_chunks_mut(block * out_len)
+        .zip(xs.par_chunks(block * x_len))
+        .enumerate()
+        .for_each(|(i, (y, x))| f(i * block, x, y));
 }
 
 wide_fn! {
@@ -311,7 +315,7 @@ pub fn geglu(h: &Tensor) -> Result<Tensor> {
         let h = h.contiguous()?;
         let mut out = zeros(h.elem_count() / 2);
         let done = with_f32(&h, |hs| {
-            by_row_blocks(hs, last, &mut out, half, |x, y| geglu_rows(x, y, half));
+            by_row_blocks(hs, last, &mut out, half, |_, x, y| geglu_rows(x, y, half));
             Ok(())
         })?;
         if done.is_some() {
@@ -407,21 +411,15 @@ impl GroupNorm {
         let src = &data[layout.start_offset()..layout.start_offset() + x.elem_count()];
         let mut out = zeros(src.len());
         let per_channel = c / self.groups;
-        let group = |(g, (input, output)): (usize, (&[f32], &mut [f32]))| {
-            let first = (g % self.groups) * per_channel;
-            let channels = first..first + per_channel;
-            normalise_group(input, output, &weight[channels.clone()], &bias[channels], self.eps, silu);
-        };
-        // Large maps (a VAE decoder's 256² activations) spread their groups over the threads.
-        if src.len() >= PARALLEL_ELEMS {
-            use rayon::prelude::*;
-            src.par_chunks_exact(per_group)
-                .zip(out.par_chunks_exact_mut(per_group))
-                .enumerate()
-                .for_each(group);
-        } else {
-            src.chunks_exact(per_group).zip(out.chunks_exact_mut(per_group)).enumerate().for_each(group);
-        }
+        // Each group (of each picture) is a row; large maps spread their groups over the threads.
+        by_row_blocks(src, per_group, &mut out, per_group, |first, inputs, outputs| {
+            let groups = inputs.chunks_exact(per_group).zip(outputs.chunks_exact_mut(per_group));
+            for (g, (input, output)) in (first..).zip(groups) {
+                let channel = (g % self.groups) * per_channel;
+                let channels = channel..channel + per_channel;
+                normalise_group(input, output, &weight[channels.clone()], &bias[channels], self.eps, silu);
+            }
+        });
         drop(storage);
         Tensor::from_vec(out, x.shape(), x.device()).map(Some)
     }
