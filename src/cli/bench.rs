@@ -17,9 +17,10 @@ use crate::engine::studio::{StudioBackend, StudioJob, Task};
 use crate::engine::{Engine, EventKind, OutputKey, Urgency};
 use crate::models::layers::count_flops;
 use crate::models::pipeline::{InitImage, LoadOptions, Pipeline, Request};
+use crate::models::tiny_vae::TinyVae;
 use crate::models::unet::{UNet, UNetConfig};
 use crate::models::vae::{Vae, VaeConfig};
-use crate::training::builtin::{scheduler_config, unet_config, vae_config};
+use crate::training::builtin::{scheduler_config, unet_config, vae_config, IMAGE_SIZE, MAX_TOKENS};
 
 /// Arguments of `bench`.
 #[derive(Debug, clap::Args)]
@@ -82,8 +83,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let vb = VarBuilder::zeros(DType::F32, &dev);
     if let (true, Some(rate)) = (wanted("builtin_unet_eval"), ceiling) {
         let unet = UNet::new(&unet_config(), vb.clone())?;
-        let x = Tensor::zeros((2, 4, 16, 16), DType::F32, &dev)?;
-        let ctx = Tensor::zeros((2, 16, 64), DType::F32, &dev)?;
+        let c = unet_config();
+        let x = Tensor::zeros((2, c.in_channels, c.sample_size, c.sample_size), DType::F32, &dev)?;
+        let ctx = Tensor::zeros((2, MAX_TOKENS, c.cross_attention_dim), DType::F32, &dev)?;
         network_figures(
             "builtin_unet_eval",
             "built-in UNet, batch 2 (guidance), 16x16 latent",
@@ -94,11 +96,25 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             args.repeat,
         )?;
     }
-    if wanted("builtin_vae_decode") {
-        let vae = Vae::new(&vae_config(), vb.clone())?;
-        let z = Tensor::zeros((1, 4, 16, 16), DType::F32, &dev)?;
+    if wanted("builtin_vae_encode") || wanted("builtin_vae_decode") {
+        let vae = TinyVae::new(&vae_config(), vb.clone())?;
+        let (f, c, size) = (vae.config().downscale(), vae.config().latent_channels, IMAGE_SIZE);
+        let image = Tensor::zeros((1, 3, size, size), DType::F32, &dev)?;
+        let secs = median_secs(args.repeat, || Ok(vae.encode(&image).map(|_| ())?))?;
+        emit(
+            "builtin_vae_encode",
+            secs * 1e3,
+            "ms",
+            &format!("{size}x{size} RGB to a {0}x{0}x{c} latent", size / f),
+        );
+        let z = Tensor::zeros((1, c, size / f, size / f), DType::F32, &dev)?;
         let secs = median_secs(args.repeat, || Ok(vae.decode(&z).map(|_| ())?))?;
-        emit("builtin_vae_decode", secs * 1e3, "ms", "16x16x4 latent to 64x64 RGB");
+        emit(
+            "builtin_vae_decode",
+            secs * 1e3,
+            "ms",
+            &format!("{0}x{0}x{c} latent to {size}x{size} RGB", size / f),
+        );
     }
     if let (true, Some(rate)) = (wanted("sd15_unet_eval_256"), ceiling) {
         let unet = UNet::new(&sd15_unet(), vb.clone())?;

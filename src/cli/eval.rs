@@ -14,6 +14,7 @@ use crate::core::Guidance;
 use crate::dataset::scenes::{scene, stated_labels, SceneParams};
 use crate::evaluation::classifier::{self, images_tensor, AttributeClassifier, ClassifierTraining, SIZE};
 use crate::evaluation::frechet::{frechet_distance, Gaussian};
+use crate::evaluation::sharpness::mean_edge_energy;
 use crate::evaluation::strokes::strokes;
 use crate::imageio::{write_png, Rgb};
 use crate::models::pipeline::{InitImage, Pipeline, Request};
@@ -73,11 +74,16 @@ const CLASSIFIER_SEEDS: u64 = 1 << 40;
 /// Runs `eval`.
 pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     let pipeline = args.model.load()?;
+    let size = pipeline.image_size();
+    if size % SIZE != 0 {
+        anyhow::bail!("the model draws {size}x{size} pictures; the judge reads multiples of {SIZE}");
+    }
     let net = classifier_for(args)?;
-    let judge = Judge { net: &net };
+    let judge = Judge { net: &net, size };
     let settings = Settings {
         steps: args.steps.unwrap_or(pipeline.defaults().steps),
         guidance: args.guidance.unwrap_or(pipeline.defaults().guidance),
+        size,
     };
     eprintln!("{} steps, guidance {}", settings.steps, settings.guidance);
     let generate = |prompt: &str, seed: u64, sdedit: Option<(&Vec<f32>, f64)>| {
@@ -86,7 +92,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     let n = args.count.max(2);
 
     // The classifier on fresh scenes: two sets, A (whose captions are then generated) and B.
-    let set = |first: u64| (first..first + n as u64).map(|s| scene(s, SIZE)).collect::<Vec<_>>();
+    let set = |first: u64| (first..first + n as u64).map(|s| scene(s, size)).collect::<Vec<_>>();
     let (real_a, real_b) = (set(SET_A), set(SET_B));
     let real_images = |v: &[crate::dataset::Scene]| v.iter().map(|s| s.image.clone()).collect::<Vec<_>>();
     let (images_a, images_b) = (real_images(&real_a), real_images(&real_b));
@@ -98,6 +104,14 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         &classifier::accuracy(&predicted, &labels),
         "fresh generator scenes; goal >= 0.95",
     );
+
+    // The autoencoder alone: set A's scenes encoded and decoded.
+    let decoded =
+        images_a.iter().map(|i| round_trip(&pipeline, i, size)).collect::<anyhow::Result<Vec<_>>>()?;
+    let psnr = images_a.iter().zip(&decoded).map(|(a, d)| psnr_db(a, d)).sum::<f64>() / n as f64;
+    emit("autoencoder_psnr", psnr, "dB", &format!("{n} scenes encoded and decoded, mean PSNR"));
+    let edges = mean_edge_energy(&decoded, size) / mean_edge_energy(&images_a, size).max(1e-12);
+    emit("autoencoder_edge_energy_ratio", edges, "", "decoded / original scenes");
 
     // Prompt adherence: pictures generated from set A's captions, scored on what each caption states.
     let bar = super::progress::Bar::new("generate");
@@ -121,10 +135,22 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         &format!("{n} generated vs {n} fresh scenes, classifier features"),
     );
     emit("frechet_real", fd_real, "", &format!("{n} fresh scenes vs {n} other fresh scenes: the scale"));
+    let (edges_generated, edges_real) =
+        (mean_edge_energy(&generated, size), mean_edge_energy(&images_a, size));
+    let note = format!("mean |luminance step| between neighbouring pixels, {size}x{size}, [0,1] units");
+    emit("edge_energy_generated", edges_generated, "", &format!("{n} generated pictures; {note}"));
+    emit("edge_energy_scenes", edges_real, "", &format!("their {n} scenes; {note}"));
+    emit(
+        "edge_energy_ratio",
+        edges_generated / edges_real.max(1e-12),
+        "",
+        "generated / scenes; goal 0.75-1.5",
+    );
 
     // SDEdit: realism (Fréchet distance to real scenes) against faithfulness (RMS distance to the strokes).
-    let scenes: Vec<_> = (0..args.sdedit_count.max(2) as u64).map(|i| scene(SDEDIT_SET + i, SIZE)).collect();
-    let painted: Vec<Vec<f32>> = scenes.iter().map(|s| strokes(&s.image, SIZE, 4, 6)).collect();
+    let scenes: Vec<_> = (0..args.sdedit_count.max(2) as u64).map(|i| scene(SDEDIT_SET + i, size)).collect();
+    // Blocks of a sixteenth of the side, six colours: the same strokes at any size.
+    let painted: Vec<Vec<f32>> = scenes.iter().map(|s| strokes(&s.image, size, size / 16, 6)).collect();
     emit(
         "sdedit_strokes_frechet",
         frechet_distance(&judge.gaussian(&painted)?, &gaussian_b),
@@ -161,7 +187,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
             }
         }
     }
-    write_sheet(&args.sdedit_grid, &sheet_rows)?;
+    write_sheet(&args.sdedit_grid, &sheet_rows, size)?;
 
     // The sample sheet.
     let bar = super::progress::Bar::new("samples");
@@ -174,7 +200,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         }
         rows.push(row);
     }
-    write_sheet(&args.grid, &rows)?;
+    write_sheet(&args.grid, &rows, size)?;
     eprintln!("wrote {} and {}", args.grid.display(), args.sdedit_grid.display());
     Ok(())
 }
@@ -205,9 +231,10 @@ fn classifier_for(args: &EvalArgs) -> anyhow::Result<AttributeClassifier> {
     Ok(trained.classifier)
 }
 
-/// The classifier applied in batches.
+/// The classifier applied in batches, to pictures of `size` box-filtered to the judge's side.
 struct Judge<'a> {
     net: &'a AttributeClassifier,
+    size: usize,
 }
 
 impl Judge<'_> {
@@ -216,7 +243,7 @@ impl Judge<'_> {
     fn predict(&self, images: &[Vec<f32>]) -> anyhow::Result<Vec<Vec<usize>>> {
         let mut out = Vec::with_capacity(images.len());
         for chunk in images.chunks(Self::BATCH) {
-            out.extend(self.net.predict(&images_tensor(chunk, &Device::Cpu)?)?);
+            out.extend(self.net.predict(&self.tensor(chunk)?)?);
         }
         Ok(out)
     }
@@ -224,20 +251,44 @@ impl Judge<'_> {
     fn gaussian(&self, images: &[Vec<f32>]) -> anyhow::Result<Gaussian> {
         let mut features = Vec::with_capacity(images.len());
         for chunk in images.chunks(Self::BATCH) {
-            features.extend(self.net.features(&images_tensor(chunk, &Device::Cpu)?)?.to_vec2::<f32>()?);
+            features.extend(self.net.features(&self.tensor(chunk)?)?.to_vec2::<f32>()?);
         }
         Ok(Gaussian::fit(&features))
     }
+
+    fn tensor(&self, images: &[Vec<f32>]) -> anyhow::Result<candle_core::Tensor> {
+        let small: Vec<Vec<f32>> = images.iter().map(|i| box_downsample(i, self.size, SIZE)).collect();
+        Ok(images_tensor(&small, &Device::Cpu)?)
+    }
 }
 
-/// Steps and guidance of every picture `eval` makes.
+/// A square RGB picture (channels last) of side `from` shrunk to `to` (which divides it) by
+/// averaging blocks.
+fn box_downsample(image: &[f32], from: usize, to: usize) -> Vec<f32> {
+    if from == to {
+        return image.to_vec();
+    }
+    let k = from / to;
+    let mut out = vec![0f32; to * to * 3];
+    for y in 0..from {
+        for x in 0..from {
+            for c in 0..3 {
+                out[((y / k) * to + x / k) * 3 + c] += image[(y * from + x) * 3 + c] / (k * k) as f32;
+            }
+        }
+    }
+    out
+}
+
+/// Steps, guidance and size of every picture `eval` makes.
 #[derive(Debug, Clone, Copy)]
 struct Settings {
     steps: usize,
     guidance: f64,
+    size: usize,
 }
 
-/// One picture with the model's sampler, as `SIZE`×`SIZE` values in [0, 1], channels last;
+/// One picture with the model's sampler, as `size`×`size` values in [0, 1], channels last;
 /// `sdedit` starts it from a stroke picture at a strength.
 fn generate(
     pipeline: &Pipeline,
@@ -248,11 +299,9 @@ fn generate(
 ) -> anyhow::Result<Vec<f32>> {
     let (sampler, _) = pipeline.default_sampler();
     let init_image = match sdedit {
-        Some((picture, strength)) => Some(InitImage {
-            image: images_tensor(std::slice::from_ref(picture), &Device::Cpu)?,
-            strength,
-            mask: None,
-        }),
+        Some((picture, strength)) => {
+            Some(InitImage { image: picture_tensor(picture, settings.size)?, strength, mask: None })
+        }
         None => None,
     };
     let request = Request {
@@ -263,7 +312,7 @@ fn generate(
         steps: settings.steps,
         guidance: Guidance { scale: settings.guidance, ..Guidance::default() },
         seed,
-        size: Some((SIZE, SIZE)),
+        size: Some((settings.size, settings.size)),
         init_latent: None,
         init_image,
         prompt_to: None,
@@ -272,6 +321,25 @@ fn generate(
         .render(&request, &mut |_| std::ops::ControlFlow::Continue(()))?
         .context("the render stopped")?;
     Ok(rendered.rgb.iter().map(|&v| f32::from(v) / 255.0).collect())
+}
+
+/// `[1, 3, size, size]` in [-1, 1] from a picture with channels last, values in [0, 1].
+fn picture_tensor(picture: &[f32], size: usize) -> anyhow::Result<candle_core::Tensor> {
+    let planar: Vec<f32> =
+        (0..3).flat_map(|c| picture.iter().skip(c).step_by(3).map(|v| v * 2.0 - 1.0)).collect();
+    Ok(candle_core::Tensor::from_vec(planar, (1, 3, size, size), &Device::Cpu)?)
+}
+
+/// A picture (channels last, [0, 1]) through the model's encoder and decoder.
+fn round_trip(pipeline: &Pipeline, picture: &[f32], size: usize) -> anyhow::Result<Vec<f32>> {
+    let latent = pipeline.encode_image(&picture_tensor(picture, size)?)?;
+    Ok(pipeline.decode(&latent)?.iter().map(|&v| f32::from(v) / 255.0).collect())
+}
+
+/// Peak signal-to-noise ratio in dB of `b` against `a` (values in [0, 1]).
+fn psnr_db(a: &[f32], b: &[f32]) -> f64 {
+    let mse = rms(a, b).powi(2);
+    10.0 * (1.0 / mse.max(1e-12)).log10()
 }
 
 fn rms(a: &[f32], b: &[f32]) -> f64 {
@@ -287,10 +355,11 @@ fn report_accuracy(prefix: &str, per_attribute: &[(&str, f64, usize)], note: &st
     }
 }
 
-/// Writes rows of `SIZE`×`SIZE` pictures, each drawn at twice its size, 4 pixels apart.
-fn write_sheet(path: &std::path::Path, rows: &[Vec<Vec<f32>>]) -> anyhow::Result<()> {
-    let (zoom, gap) = (2, 4);
-    let tile = SIZE * zoom;
+/// Writes rows of `size`×`size` pictures, 4 pixels apart, each at least 128 pixels wide
+/// (small pictures enlarged by a whole factor).
+fn write_sheet(path: &std::path::Path, rows: &[Vec<Vec<f32>>], size: usize) -> anyhow::Result<()> {
+    let (zoom, gap) = ((128 / size.max(1)).max(1), 4);
+    let tile = size * zoom;
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let (width, height) = (cols * (tile + gap) + gap, rows.len() * (tile + gap) + gap);
     let mut data = vec![255u8; width * height * 3];
@@ -299,7 +368,7 @@ fn write_sheet(path: &std::path::Path, rows: &[Vec<Vec<f32>>]) -> anyhow::Result
             let (x0, y0) = (gap + c * (tile + gap), gap + r * (tile + gap));
             for y in 0..tile {
                 for x in 0..tile {
-                    let from = ((y / zoom) * SIZE + x / zoom) * 3;
+                    let from = ((y / zoom) * size + x / zoom) * 3;
                     let to = ((y0 + y) * width + x0 + x) * 3;
                     for k in 0..3 {
                         data[to + k] = (picture[from + k].clamp(0.0, 1.0) * 255.0).round() as u8;

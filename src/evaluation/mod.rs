@@ -5,4 +5,5 @@
 
 pub mod classifier;
 pub mod frechet;
+pub mod sharpness;
 pub mod strokes;

@@ -88,6 +88,24 @@ impl Conv2d {
     }
 }
 
+impl Conv2d {
+    /// The differentiable path: our im2col convolution where it applies (its backward pass is
+    /// several times faster than candle's), candle's otherwise.
+    fn trainable(&self, x: &Tensor) -> Result<Tensor> {
+        let cfg = self.inner.config();
+        let ours = if cfg.groups == 1 && cfg.dilation == 1 {
+            super::conv_train::conv2d(x, self.inner.weight(), cfg.stride, cfg.padding)?
+        } else {
+            None
+        };
+        let Some(y) = ours else { return self.inner.forward(x) };
+        match self.inner.bias() {
+            Some(bias) => y.broadcast_add(&bias.reshape((1, bias.elem_count(), 1, 1))?),
+            None => Ok(y),
+        }
+    }
+}
+
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let fast = match self.winograd(x)? {
@@ -96,7 +114,7 @@ impl Module for Conv2d {
         };
         let y = match fast {
             Some(y) => y,
-            None => self.inner.forward(x)?,
+            None => self.trainable(x)?,
         };
         add_flops(self.inner.weight().elem_count(), self.inner.weight().dim(0)?, y.elem_count());
         Ok(y)
@@ -548,6 +566,20 @@ pub fn conv(
 ) -> Result<Conv2d> {
     let inner =
         candle_nn::conv2d(in_c, out_c, k, Conv2dConfig { padding, stride, ..Default::default() }, vb)?;
+    Ok(Conv2d { inner, winograd: Arc::default() })
+}
+
+/// A `k`×`k` convolution without bias (TAESD's resampling convolutions).
+pub fn conv_no_bias(
+    in_c: usize,
+    out_c: usize,
+    k: usize,
+    stride: usize,
+    padding: usize,
+    vb: VarBuilder,
+) -> Result<Conv2d> {
+    let cfg = Conv2dConfig { padding, stride, ..Default::default() };
+    let inner = candle_nn::conv2d_no_bias(in_c, out_c, k, cfg, vb)?;
     Ok(Conv2d { inner, winograd: Arc::default() })
 }
 

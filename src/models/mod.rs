@@ -1,7 +1,9 @@
 //! Networks and their loaders: candle modules whose paths mirror diffusers' weight names.
 
+pub mod autoencoder;
 pub mod clip;
 pub mod clip_tokenizer;
+pub mod conv_train;
 pub mod fast_conv;
 pub mod fast_math;
 pub mod gemm;
@@ -10,6 +12,7 @@ pub mod pipeline;
 pub mod pool;
 pub mod preview;
 pub mod single_file;
+pub mod tiny_vae;
 pub mod tokenizer;
 pub mod unet;
 pub mod vae;

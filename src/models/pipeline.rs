@@ -9,11 +9,11 @@ use std::sync::Mutex;
 
 use candle_nn::VarBuilder;
 
+use super::autoencoder::{Autoencoder, AutoencoderConfig};
 use super::clip::{ClipTextConfig, ClipTextModel};
 use super::clip_tokenizer::ClipTokenizer;
 use super::tokenizer::WordTokenizer;
 use super::unet::{UNet, UNetConfig};
-use super::vae::{Vae, VaeConfig};
 use crate::cache::LruCache;
 use crate::core::interpolate::lerp;
 use crate::core::inversion::DdimInverse;
@@ -206,7 +206,7 @@ pub struct Pipeline {
     tokenizer: PromptTokenizer,
     text: ClipTextModel,
     unet: UNet,
-    vae: Vae,
+    vae: Autoencoder,
     scheduler: SchedulerConfig,
     prediction: PredictionType,
     defaults: ModelDefaults,
@@ -348,7 +348,9 @@ impl Pipeline {
         let unet_config: UNetConfig =
             serde_json::from_value(raw).map_err(|e| unsupported(&unet_config_path, e.to_string()))?;
         let text_config: ClipTextConfig = read_json(&dir.join("text_encoder/config.json"))?;
-        let vae_config: VaeConfig = read_json(&dir.join("vae/config.json"))?;
+        let vae_config_path = dir.join("vae/config.json");
+        let vae_config = AutoencoderConfig::from_json(read_json(&vae_config_path)?)
+            .map_err(|e| unsupported(&vae_config_path, e.to_string()))?;
         let scheduler: SchedulerConfig = read_json(&dir.join("scheduler/scheduler_config.json"))?;
         let tokenizer = PromptTokenizer::load(&dir.join("tokenizer"), text_config.max_position_embeddings)?;
         let prediction = match options.prediction_type {
@@ -363,7 +365,7 @@ impl Pipeline {
         let unet = UNet::new(&unet_config, load_weights(&unet_path, dtype, &device)?)
             .map_err(|source| PipelineError::Weights { path: unet_path, source })?;
         let vae_path = weights_file(&dir.join("vae"), "diffusion_pytorch_model", dtype)?;
-        let vae = Vae::new(&vae_config, load_weights(&vae_path, dtype, &device)?)
+        let vae = Autoencoder::new(&vae_config, load_weights(&vae_path, dtype, &device)?)
             .map_err(|source| PipelineError::Weights { path: vae_path, source })?;
         let conditionings = Mutex::new(LruCache::new(CONDITIONING_CACHE_BYTES));
         let encoded_images = Mutex::new(LruCache::new(CONDITIONING_CACHE_BYTES));
@@ -405,7 +407,8 @@ impl Pipeline {
             tokenizer: PromptTokenizer::Clip(Box::new(tokenizer)),
             text: ClipTextModel::new(&c.text, c.text_weights).map_err(|e| weights_error(path, e))?,
             unet: UNet::new(&c.unet, c.unet_weights).map_err(|e| weights_error(path, e))?,
-            vae: Vae::new(&c.vae, c.vae_weights).map_err(|e| weights_error(path, e))?,
+            vae: Autoencoder::new(&AutoencoderConfig::Kl(c.vae), c.vae_weights)
+                .map_err(|e| weights_error(path, e))?,
             scheduler: c.scheduler,
             prediction: options.prediction_type.unwrap_or(c.prediction),
             dtype: options.dtype,
@@ -449,7 +452,7 @@ impl Pipeline {
 
     /// Pixels per latent pixel along a side.
     pub fn vae_factor(&self) -> usize {
-        self.vae.config().downscale()
+        self.vae.downscale()
     }
 
     /// The model's default image size in pixels (square).
@@ -619,7 +622,7 @@ impl Pipeline {
             return Ok(hit);
         }
         let image = image.to_device(&self.device)?.to_dtype(self.dtype)?;
-        let encoded = (self.vae.encode(&image)?.0 * self.vae.config().scaling_factor)?;
+        let encoded = self.vae.encode_scaled(&image)?;
         if let Ok(mut cache) = self.encoded_images.lock() {
             cache.insert(key, encoded.clone());
         }
@@ -650,11 +653,7 @@ impl Pipeline {
 
     /// Decodes a scaled latent to 8-bit RGB, row-major.
     pub fn decode(&self, latent: &Tensor) -> Result<Vec<u8>, PipelineError> {
-        let image = self
-            .vae
-            .decode(&(latent / self.vae.config().scaling_factor)?)?
-            .to_dtype(DType::F32)?
-            .to_device(&Device::Cpu)?;
+        let image = self.vae.decode_scaled(latent)?.to_dtype(DType::F32)?.to_device(&Device::Cpu)?;
         // [-1, 1] → [0, 1] → round(x · 255), as diffusers' `numpy_to_pil`.
         let unit = ((image.squeeze(0)?.permute((1, 2, 0))? + 1.0)? / 2.0)?.clamp(0f32, 1f32)?;
         Ok((unit * 255.0)?.round()?.to_dtype(DType::U8)?.flatten_all()?.to_vec1()?)

@@ -1,4 +1,6 @@
 //! Training the built-in model from procedurally generated scenes.
 
 pub mod builtin;
+pub mod discriminator;
+pub mod ema;
 pub mod train;
