@@ -46,7 +46,7 @@ mod tests {
 
     #[test]
     fn flat_pictures_have_none_and_stripes_the_closed_form() {
-        assert_eq!(edge_energy(&vec![0.3; 4 * 4 * 3], 4, 4), 0.0);
+        assert_eq!(edge_energy(&[0.3; 4 * 4 * 3], 4, 4), 0.0);
         // Vertical stripes alternating black and white: every horizontal pair differs by 1, no
         // vertical pair differs: 12 of the 24 pairs of a 4x4 picture.
         let stripes: Vec<f32> = (0..16).flat_map(|i| [((i % 4) % 2) as f32; 3]).collect();

@@ -14,9 +14,9 @@ pub const TINY_CLASS: &str = "AutoencoderTiny";
 #[derive(Debug)]
 pub enum Autoencoder {
     /// `AutoencoderKL`: encoding gives a distribution, of which the mean is used.
-    Kl(Vae),
+    Kl(Box<Vae>),
     /// `AutoencoderTiny`: a deterministic encoder.
-    Tiny(TinyVae),
+    Tiny(Box<TinyVae>),
 }
 
 /// An autoencoder config of either kind, read from a `config.json` value.
@@ -80,8 +80,8 @@ impl Autoencoder {
     /// Builds the network `config` describes with weights from `vb` (diffusers' names).
     pub fn new(config: &AutoencoderConfig, vb: VarBuilder) -> Result<Self> {
         Ok(match config {
-            AutoencoderConfig::Kl(c) => Self::Kl(Vae::new(c, vb)?),
-            AutoencoderConfig::Tiny(c) => Self::Tiny(TinyVae::new(c, vb)?),
+            AutoencoderConfig::Kl(c) => Self::Kl(Box::new(Vae::new(c, vb)?)),
+            AutoencoderConfig::Tiny(c) => Self::Tiny(Box::new(TinyVae::new(c, vb)?)),
         })
     }
 

@@ -505,7 +505,9 @@ fn train_decoder(
             loss: meter.loss,
             secs_per_step: meter.secs,
         });
-        if state.decoder_step % opts.checkpoint_every == 0 || state.decoder_step == opts.decoder_steps {
+        if state.decoder_step.is_multiple_of(opts.checkpoint_every)
+            || state.decoder_step == opts.decoder_steps
+        {
             save(vae_map, &opts.out.join(VAE_WEIGHTS))?;
             save(&disc_map, &disc_path)?;
             write_json(&state_path, state)?;
