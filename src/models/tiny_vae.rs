@@ -88,7 +88,11 @@ impl TinyVaeConfig {
         if dec.len() != enc.len() || dec.len() != self.num_decoder_blocks.len() {
             return bad("the decoder needs as many levels as the encoder".into());
         }
-        if enc.iter().chain(dec).any(|&c| c == 0) || self.latent_channels == 0 || self.in_channels == 0 {
+        if enc.iter().chain(dec).any(|&c| c == 0)
+            || self.latent_channels == 0
+            || self.in_channels == 0
+            || self.out_channels == 0
+        {
             return bad("channel counts must be positive".into());
         }
         if self.act_fn != "relu" {
