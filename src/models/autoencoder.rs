@@ -85,14 +85,6 @@ impl Autoencoder {
         })
     }
 
-    /// The config the network was built from.
-    pub fn config(&self) -> AutoencoderConfig {
-        match self {
-            Self::Kl(v) => AutoencoderConfig::Kl(v.config().clone()),
-            Self::Tiny(v) => AutoencoderConfig::Tiny(v.config().clone()),
-        }
-    }
-
     /// How many image pixels one latent pixel covers along each side.
     pub fn downscale(&self) -> usize {
         match self {

@@ -166,7 +166,7 @@ impl Layer {
 
 /// Folds `p`x`p` pixel patches into channels: `[B, C, H, W]` → `[B, C·p², H/p, W/p]`, channel
 /// `c·p² + i·p + j` holding row offset `i`, column offset `j` (`torch.nn.PixelUnshuffle`).
-pub fn pixel_unshuffle(x: &Tensor, p: usize) -> Result<Tensor> {
+fn pixel_unshuffle(x: &Tensor, p: usize) -> Result<Tensor> {
     if p == 1 {
         return Ok(x.clone());
     }
@@ -183,7 +183,7 @@ pub fn pixel_unshuffle(x: &Tensor, p: usize) -> Result<Tensor> {
 }
 
 /// The inverse of [`pixel_unshuffle`] (`torch.nn.PixelShuffle`).
-pub fn pixel_shuffle(x: &Tensor, p: usize) -> Result<Tensor> {
+fn pixel_shuffle(x: &Tensor, p: usize) -> Result<Tensor> {
     if p == 1 {
         return Ok(x.clone());
     }
