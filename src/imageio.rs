@@ -142,6 +142,33 @@ pub fn resize(image: &Rgb, width: usize, height: usize) -> Rgb {
     Rgb { width, height, data }
 }
 
+/// A sheet of square `size`×`size` pictures (RGB, channels last, values in [0, 1]) laid out in
+/// rows on white, 4 pixels apart, each enlarged by whole pixels to at least 128 on a side: what
+/// `eval` and `train` write for people to look at.
+pub fn sheet(rows: &[Vec<Vec<f32>>], size: usize) -> Rgb {
+    let (zoom, gap) = ((128 / size.max(1)).max(1), 4);
+    let tile = size * zoom;
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let (width, height) = (cols * (tile + gap) + gap, rows.len() * (tile + gap) + gap);
+    let mut data = vec![255u8; width * height * 3];
+    for (r, row) in rows.iter().enumerate() {
+        for (c, picture) in row.iter().enumerate() {
+            let (x0, y0) = (gap + c * (tile + gap), gap + r * (tile + gap));
+            for y in 0..tile {
+                for x in 0..tile {
+                    let from = ((y / zoom) * size + x / zoom) * 3;
+                    let to = ((y0 + y) * width + x0 + x) * 3;
+                    for k in 0..3 {
+                        let value = picture.get(from + k).copied().unwrap_or(1.0);
+                        data[to + k] = (value.clamp(0.0, 1.0) * 255.0).round() as u8;
+                    }
+                }
+            }
+        }
+    }
+    Rgb { width, height, data }
+}
+
 /// Writes an endlessly looping GIF at 12 frames per second (8 centiseconds a frame), atomically.
 pub fn write_gif(path: &Path, frames: &[Rgb]) -> Result<(), ImageError> {
     let tmp = temporary_name(path);
@@ -199,5 +226,26 @@ mod tests {
         let e = read_png(&path).unwrap_err();
         assert!(e.to_string().contains("not a readable PNG"), "{e}");
         std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn a_sheet_places_enlarged_tiles_on_white() {
+        // Two rows: a black 64x64 picture, then a row with a red one and a green one.
+        let size = 64;
+        let flat = |c: [f32; 3]| c.iter().copied().cycle().take(size * size * 3).collect::<Vec<f32>>();
+        let rows = vec![vec![flat([0.0; 3])], vec![flat([1.0, 0.0, 0.0]), flat([0.0, 1.0, 0.0])]];
+        let s = sheet(&rows, size);
+        // Tiles are enlarged twice to 128, 4 apart and 4 from the edges.
+        assert_eq!((s.width, s.height), (4 + 2 * 132, 4 + 2 * 132));
+        let at = |x: usize, y: usize| &s.data[(y * s.width + x) * 3..][..3];
+        assert_eq!(at(0, 0), [255, 255, 255]);
+        assert_eq!(at(4, 4), [0, 0, 0]);
+        assert_eq!(at(131, 131), [0, 0, 0]);
+        assert_eq!(at(132, 4), [255, 255, 255]);
+        // The first row has one picture: white where the second would be.
+        assert_eq!(at(140, 10), [255, 255, 255]);
+        assert_eq!(at(4, 136), [255, 0, 0]);
+        assert_eq!(at(136, 136), [0, 255, 0]);
+        assert_eq!(at(136 + 127, 136 + 127), [0, 255, 0]);
     }
 }

@@ -145,6 +145,27 @@ impl Canvas {
         while self.undo() {}
     }
 
+    /// Checks what a file gave: strength in [0, 1]; per stroke (and the brush) a radius in
+    /// (0, 0.5] of the width and points inside [-1, 2]² with pressures in [0, 1], all finite. The
+    /// reason names the stroke, the point and the value.
+    pub fn check(&self) -> Result<(), String> {
+        within("strength", self.strength, 0.0, 1.0)?;
+        let strokes = self.strokes.iter().enumerate().map(|(i, s)| (format!("stroke {}", i + 1), s));
+        for (name, stroke) in strokes.chain(std::iter::once(("the brush".to_string(), &self.brush))) {
+            let radius = f64::from(stroke.radius);
+            if !(radius.is_finite() && radius > 0.0 && radius <= 0.5) {
+                return Err(format!("{name}: radius = {radius} is outside (0, 0.5]"));
+            }
+            for (k, &[x, y, pressure]) in stroke.points.iter().enumerate() {
+                let point = |field: &str| format!("{name}, point {}: {field}", k + 1);
+                within(&point("x"), f64::from(x), -1.0, 2.0)?;
+                within(&point("y"), f64::from(y), -1.0, 2.0)?;
+                within(&point("pressure"), f64::from(pressure), 0.0, 1.0)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Whether any stroke paints the mask.
     pub fn has_mask(&self) -> bool {
         self.strokes.iter().any(|s| s.layer == Layer::Mask)
@@ -162,6 +183,57 @@ impl Canvas {
             raster.apply(stroke, &under);
         }
         raster
+    }
+}
+
+/// The part of the segment from `a` to `b` inside the square `[lo, hi]²` (Liang–Barsky
+/// clipping, in f64 so that far points keep their precision): its ends and their parameters
+/// `t0 <= t1` along the whole segment; `None` when it misses the square or a coordinate is not
+/// finite.
+fn clip_segment(a: [f32; 2], b: [f32; 2], lo: f32, hi: f32) -> Option<([f32; 2], [f32; 2], f32, f32)> {
+    if !a.iter().chain(&b).all(|v| v.is_finite()) {
+        return None;
+    }
+    let (a, b) = (a.map(f64::from), b.map(f64::from));
+    // Each end: its parameter, and the boundary (axis, value) that clipped it, if one did. A
+    // clipped end is placed on that boundary exactly: from a far point, a + (b - a)·t would
+    // lose every digit that matters.
+    let (mut t0, mut t1) = ((0f64, None), (1f64, None));
+    for k in 0..2 {
+        let d = b[k] - a[k];
+        for (p, q, bound) in [(-d, a[k] - f64::from(lo), lo), (d, f64::from(hi) - a[k], hi)] {
+            if p == 0.0 {
+                if q < 0.0 {
+                    return None;
+                }
+            } else if p < 0.0 && q / p > t0.0 {
+                t0 = (q / p, Some((k, f64::from(bound))));
+            } else if p > 0.0 && q / p < t1.0 {
+                t1 = (q / p, Some((k, f64::from(bound))));
+            }
+        }
+    }
+    let at = |(t, clip): (f64, Option<(usize, f64)>)| match clip {
+        None if t == 0.0 => a.map(|v| v as f32),
+        None => b.map(|v| v as f32),
+        Some((k, bound)) => {
+            let other = 1 - k;
+            let mut point = [0f32; 2];
+            point[k] = bound as f32;
+            point[other] = (a[other] + (b[other] - a[other]) * (bound - a[k]) / (b[k] - a[k])) as f32;
+            point
+        }
+    };
+    (t0.0 <= t1.0).then(|| (at(t0), at(t1), t0.0 as f32, t1.0 as f32))
+}
+
+/// `Ok` when `value` is finite and in `[lo, hi]`; else the field, the value and the range (the
+/// checks of values read from graph files).
+pub fn within(name: &str, value: f64, lo: f64, hi: f64) -> Result<(), String> {
+    if value.is_finite() && (lo..=hi).contains(&value) {
+        Ok(())
+    } else {
+        Err(format!("{name} = {value} is outside [{lo}, {hi}]"))
     }
 }
 
@@ -192,21 +264,36 @@ impl Raster {
         if let [[x, y, p]] = points[..] {
             stamp(x, y, p);
         }
+        // The farthest a disc's centre can be and still touch the canvas, in canvas units.
+        let reach = stroke.radius.clamp(0.0, 2.0) + 2.0 / width.max(1.0);
         for pair in points.windows(2) {
             let ([x0, y0, p0], [x1, y1, p1]) = (pair[0], pair[1]);
+            // Only the part of the segment whose discs can touch the canvas is stamped, so a
+            // point far outside (or a non-finite one) costs nothing, whatever a file says.
+            let Some((a, b, t0, t1)) = clip_segment([x0, y0], [x1, y1], -reach, 1.0 + reach) else {
+                continue;
+            };
+            // At `s` in [0, 1] along the clipped part (the pressure follows the whole segment).
+            let at = |s: f32| {
+                let t = t0 + (t1 - t0) * s;
+                (a[0] + (b[0] - a[0]) * s, a[1] + (b[1] - a[1]) * s, p0 + (p1 - p0) * t)
+            };
             // Stamps at most a quarter radius apart in pixels, so the line has no gaps.
-            let length_px = ((x1 - x0) * width).hypot((y1 - y0) * height);
+            let length_px = ((b[0] - a[0]) * width).hypot((b[1] - a[1]) * height);
             let spacing_px = (stroke.radius * width * p0.min(p1) / 4.0).max(0.5);
             let n = (length_px / spacing_px).ceil().max(1.0) as usize;
             for i in 0..=n {
-                let t = i as f32 / n as f32;
-                stamp(x0 + (x1 - x0) * t, y0 + (y1 - y0) * t, p0 + (p1 - p0) * t);
+                let (x, y, p) = at(i as f32 / n as f32);
+                stamp(x, y, p);
             }
         }
     }
 
     /// Paints one disc centred at (x, y) in canvas units.
     fn disc(&mut self, stroke: &Stroke, x: f32, y: f32, pressure: f32, under: &[u8]) {
+        if !(x.is_finite() && y.is_finite()) {
+            return;
+        }
         let (w, h) = (self.width as f32, self.height as f32);
         let r = (stroke.radius * w * pressure.clamp(0.05, 1.0)).max(0.5);
         let (cx, cy) = (x * w, y * h);
@@ -364,5 +451,34 @@ mod tests {
         assert!(back.strokes.is_empty() && back.redo.is_empty());
         let old: Canvas = serde_json::from_str(r#"{"strokes": []}"#).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(old.strength, Canvas::default().strength);
+    }
+
+    #[test]
+    fn far_out_and_non_finite_points_paint_only_what_lies_on_the_canvas() {
+        // A stroke from the canvas to x = 2^32 and one through ±1e30 used to stamp billions of
+        // discs; now only their parts on the canvas count, and non-finite points nothing.
+        let mut canvas = blank();
+        let far = Stroke {
+            points: vec![[0.5, 0.5, 1.0], [4_294_967_296.0, 0.5, 1.0]],
+            ..line(Layer::Paint, Tool::Brush, [255, 0, 0])
+        };
+        let across = Stroke {
+            points: vec![[-1e30, 0.25, 1.0], [1e30, 0.25, 1.0]],
+            ..line(Layer::Paint, Tool::Brush, [0, 255, 0])
+        };
+        let broken = Stroke {
+            points: vec![[f32::NAN, 0.8, 1.0], [f32::INFINITY, 0.8, 1.0], [f32::NAN, f32::NAN, f32::NAN]],
+            ..line(Layer::Paint, Tool::Brush, [0, 0, 255])
+        };
+        canvas.strokes = vec![far, across, broken];
+        let r = canvas.rasterize(64, 64, None);
+        let at = |x: usize, y: usize| &r.rgb[(y * 64 + x) * 3..][..3];
+        // Right half of row 32 red, left half still black; row 16 green across; row 51 untouched.
+        assert_eq!(at(63, 32), [255, 0, 0]);
+        assert_eq!(at(40, 32), [255, 0, 0]);
+        assert_eq!(at(20, 32), [0, 0, 0]);
+        assert_eq!(at(0, 16), [0, 255, 0]);
+        assert_eq!(at(63, 16), [0, 255, 0]);
+        assert!((0..64).all(|x| at(x, 51) == [0, 0, 0]));
     }
 }

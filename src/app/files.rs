@@ -5,18 +5,8 @@ use std::path::{Path, PathBuf};
 
 use super::{Picture, StudioApp};
 use crate::graph::node::{ImageNode, ModelSource};
-use crate::graph::{a1111, Graph, Node, NodeId};
+use crate::graph::{a1111, graph_in_png, Graph, Node, NodeId, GRAPH_CHUNK};
 use crate::imageio::{read_png_text, write_png_texts, Rgb};
-
-/// The PNG text chunk holding the graph that made a picture.
-pub const GRAPH_CHUNK: &str = "latent-studio-graph";
-
-/// The graph a PNG carries, if any.
-pub fn graph_in_png(path: &Path) -> Option<Result<Graph, String>> {
-    let texts = read_png_text(path).ok()?;
-    let (_, json) = texts.into_iter().find(|(k, _)| k == GRAPH_CHUNK)?;
-    Some(Graph::from_json(&json, &path.display().to_string()).map_err(|e| e.to_string()))
-}
 
 fn is_png(path: &Path) -> bool {
     path.extension().is_some_and(|e| e.eq_ignore_ascii_case("png"))

@@ -25,7 +25,6 @@ use crate::graph::{Graph, Node, NodeId};
 use crate::models::preview::LatentRgbMap;
 use crate::ui::canvas_view::CanvasView;
 use crate::ui::graph_view::{self, Shown};
-pub use files::GRAPH_CHUNK;
 pub use settings::{PreviewMode, Settings};
 
 /// How the studio starts (the command line's options).

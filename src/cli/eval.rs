@@ -14,9 +14,10 @@ use crate::core::Guidance;
 use crate::dataset::scenes::{scene, stated_labels, SceneParams};
 use crate::evaluation::classifier::{self, images_tensor, AttributeClassifier, ClassifierTraining, SIZE};
 use crate::evaluation::frechet::{frechet_distance, Gaussian};
+use crate::evaluation::paintings::{contrast_kept, layout_correlation, painting};
 use crate::evaluation::sharpness::mean_edge_energy;
 use crate::evaluation::strokes::strokes;
-use crate::imageio::{write_png, Rgb};
+use crate::imageio::{sheet, write_png};
 use crate::models::pipeline::{InitImage, Pipeline, Request};
 
 /// Arguments of `eval`.
@@ -43,6 +44,9 @@ pub struct EvalArgs {
     /// The SDEdit sheet: per row a scene, its strokes, and edits at strengths 0.3, 0.5, 0.7, 0.9.
     #[arg(long, default_value = "docs/sdedit.png")]
     pub sdedit_grid: PathBuf,
+    /// The paintings sheet: per row a flat-colour painting and its edits at 0.3, 0.5, 0.7, 0.9.
+    #[arg(long, default_value = "docs/paintings.png")]
+    pub paintings_grid: PathBuf,
     /// Guidance scale (default: the model's).
     #[arg(long)]
     pub guidance: Option<f64>,
@@ -69,7 +73,10 @@ const SHEET_STRENGTHS: [f64; 4] = [0.3, 0.5, 0.7, 0.9];
 const SET_A: u64 = 0;
 const SET_B: u64 = 1 << 20;
 const SDEDIT_SET: u64 = 2 << 20;
+const PAINTING_SET: u64 = 3 << 20;
 const CLASSIFIER_SEEDS: u64 = 1 << 40;
+/// What the paintings' figures are reported for, in [`Element::kind`](crate::evaluation::paintings::Element)'s words.
+const PAINTED_KINDS: [&str; 5] = ["disc", "peak", "water", "beach", "trees"];
 
 /// Runs `eval`.
 pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
@@ -188,6 +195,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         }
     }
     write_sheet(&args.sdedit_grid, &sheet_rows, size)?;
+    painting_figures(args, size, &generate)?;
 
     // The sample sheet.
     let bar = super::progress::Bar::new("samples");
@@ -201,8 +209,51 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         rows.push(row);
     }
     write_sheet(&args.grid, &rows, size)?;
-    eprintln!("wrote {} and {}", args.grid.display(), args.sdedit_grid.display());
+    eprintln!(
+        "wrote {}, {} and {}",
+        args.grid.display(),
+        args.sdedit_grid.display(),
+        args.paintings_grid.display()
+    );
     Ok(())
+}
+
+/// SDEdit on flat-colour paintings: at each strength, how much of each painted element's
+/// contrast with its background stays (disc, peak, water, beach, trees), and how well the
+/// picture's 8×8 luminance layout follows the painting's; a sheet of the first four.
+fn painting_figures(
+    args: &EvalArgs,
+    size: usize,
+    generate: &dyn Fn(&str, u64, Option<(&Vec<f32>, f64)>) -> anyhow::Result<Vec<f32>>,
+) -> anyhow::Result<()> {
+    let paintings: Vec<_> =
+        (0..args.sdedit_count.max(2) as u64).map(|i| painting(PAINTING_SET + i, size)).collect();
+    let mut sheet_rows: Vec<Vec<Vec<f32>>> =
+        paintings.iter().take(4).map(|p| vec![p.image.clone()]).collect();
+    let bar = super::progress::Bar::new("paintings");
+    for (k, &strength) in STRENGTHS.iter().enumerate() {
+        let mut kept: Vec<(&str, f64)> = Vec::new();
+        let mut layout = 0.0;
+        for (i, p) in paintings.iter().enumerate() {
+            let edited = generate(&p.caption, PAINTING_SET + i as u64, Some((&p.image, strength)))?;
+            kept.extend(p.elements.iter().map(|e| (e.kind, contrast_kept(e, &p.image, &edited))));
+            layout += layout_correlation(&p.image, &edited, size, 8) / paintings.len() as f64;
+            if let Some(row) = sheet_rows.get_mut(i).filter(|_| SHEET_STRENGTHS.contains(&strength)) {
+                row.push(edited);
+            }
+            bar.update(k * paintings.len() + i + 1, STRENGTHS.len() * paintings.len());
+        }
+        let note = format!("strength {strength}, {} flat-colour paintings", paintings.len());
+        for kind in PAINTED_KINDS {
+            let shares: Vec<f64> = kept.iter().filter(|(k, _)| *k == kind).map(|(_, v)| *v).collect();
+            let mean = shares.iter().sum::<f64>() / shares.len().max(1) as f64;
+            let detail = format!("{note}; {} {kind}s, their luminance contrast with what is beside them kept, mean share; goal >= 0.5 at 0.5", shares.len());
+            emit(&format!("sdedit_{strength}_{kind}_contrast_kept"), mean, "share", &detail);
+        }
+        let detail = format!("{note}; 8x8 mean-luminance correlation with the painting; goal >= 0.8 at 0.5");
+        emit(&format!("sdedit_{strength}_layout_correlation"), layout, "", &detail);
+    }
+    write_sheet(&args.paintings_grid, &sheet_rows, size)
 }
 
 /// The classifier: read from `--classifier` when that file exists, else trained (and saved there).
@@ -358,28 +409,9 @@ fn report_accuracy(prefix: &str, per_attribute: &[(&str, f64, usize)], note: &st
 /// Writes rows of `size`×`size` pictures, 4 pixels apart, each at least 128 pixels wide
 /// (small pictures enlarged by a whole factor).
 fn write_sheet(path: &std::path::Path, rows: &[Vec<Vec<f32>>], size: usize) -> anyhow::Result<()> {
-    let (zoom, gap) = ((128 / size.max(1)).max(1), 4);
-    let tile = size * zoom;
-    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let (width, height) = (cols * (tile + gap) + gap, rows.len() * (tile + gap) + gap);
-    let mut data = vec![255u8; width * height * 3];
-    for (r, row) in rows.iter().enumerate() {
-        for (c, picture) in row.iter().enumerate() {
-            let (x0, y0) = (gap + c * (tile + gap), gap + r * (tile + gap));
-            for y in 0..tile {
-                for x in 0..tile {
-                    let from = ((y / zoom) * size + x / zoom) * 3;
-                    let to = ((y0 + y) * width + x0 + x) * 3;
-                    for k in 0..3 {
-                        data[to + k] = (picture[from + k].clamp(0.0, 1.0) * 255.0).round() as u8;
-                    }
-                }
-            }
-        }
-    }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    write_png(path, &Rgb { width, height, data }, "latent-studio eval")?;
+    write_png(path, &sheet(rows, size), "latent-studio eval")?;
     Ok(())
 }

@@ -71,7 +71,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub resume: bool,
     /// Autoencoder steps.
-    #[arg(long, default_value_t = 3000)]
+    #[arg(long, default_value_t = 2000)]
     pub vae_steps: usize,
     /// Peak learning rate of the autoencoder (AdamW).
     #[arg(long, default_value_t = 1e-3)]
@@ -85,8 +85,9 @@ pub struct TrainArgs {
     /// Peak learning rate of the decoder fine-tuning.
     #[arg(long, default_value_t = 5e-4)]
     pub decoder_lr: f64,
-    /// Weight of the adversarial loss (a patch discriminator) in the decoder fine-tuning; 0 for
-    /// the pixel losses alone.
+    /// Weight of the adversarial loss (a patch discriminator) in the decoder fine-tuning, as a
+    /// share of the pixel losses' gradient at the decoder's last layer; 0 for the pixel losses
+    /// alone.
     #[arg(long, default_value_t = 0.1)]
     pub gan_weight: f64,
     /// Scenes per step.

@@ -50,7 +50,11 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         }
     };
     let json = graph.to_json();
-    write_png_texts(&args.output, &image, &[("parameters", &parameters), (crate::app::GRAPH_CHUNK, &json)])?;
+    write_png_texts(
+        &args.output,
+        &image,
+        &[("parameters", &parameters), (crate::graph::GRAPH_CHUNK, &json)],
+    )?;
     eprintln!("wrote {}", args.output.display());
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! A small convolutional classifier that reads a scene's attributes (time of day, sun or moon,
-//! stars, clouds, mountains, hills, water, beach, trees, fields, desert) from a 64×64 picture.
+//! stars, clouds, mountains, hills, water, beach, trees, fields, desert) from a 128×128 picture,
+//! the built-in model's size: stars and tree shapes are a pixel or two wide there.
 //! Trained on generator scenes, it judges generated pictures: whether they show what their
 //! prompt asked for, and (through its features) how close they look to real scenes.
 
@@ -28,13 +29,13 @@ pub const ATTRIBUTES: [(&str, usize); 11] = [
 ];
 
 /// Picture side the classifier reads.
-pub const SIZE: usize = 64;
+pub const SIZE: usize = 128;
 /// Width of the feature vector the Fréchet distance is measured on.
 pub const FEATURES: usize = 64;
-/// Channels after each stride-2 convolution: 64 → 32 → 16 → 8 → 4 pixels.
-const CHANNELS: [usize; 5] = [3, 32, 64, 96, 128];
+/// Channels after each stride-2 convolution: 128 → 64 → 32 → 16 → 8 → 4 pixels.
+const CHANNELS: [usize; 6] = [3, 16, 32, 64, 96, 128];
 
-/// The network: four stride-2 3×3 convolutions with ReLU, a hidden layer (the features), and one
+/// The network: five stride-2 3×3 convolutions with ReLU, a hidden layer (the features), and one
 /// softmax head per attribute.
 #[derive(Debug)]
 pub struct AttributeClassifier {
@@ -47,17 +48,17 @@ impl AttributeClassifier {
     /// Builds the network on `vb` (a [`VarMap`] to train, or loaded weights).
     pub fn new(vb: VarBuilder) -> Result<Self> {
         let config = Conv2dConfig { padding: 1, stride: 2, ..Default::default() };
-        let convs = (0..4)
+        let convs = (0..CHANNELS.len() - 1)
             .map(|i| conv2d(CHANNELS[i], CHANNELS[i + 1], 3, config, vb.pp(format!("conv{i}"))))
             .collect::<Result<_>>()?;
-        let side = SIZE >> 4;
-        let hidden = linear(CHANNELS[4] * side * side, FEATURES, vb.pp("hidden"))?;
+        let side = SIZE >> (CHANNELS.len() - 1);
+        let hidden = linear(CHANNELS[CHANNELS.len() - 1] * side * side, FEATURES, vb.pp("hidden"))?;
         let classes = ATTRIBUTES.iter().map(|(_, n)| n).sum();
         let heads = linear(FEATURES, classes, vb.pp("heads"))?;
         Ok(Self { convs, hidden, heads })
     }
 
-    /// `[B, FEATURES]` for `[B, 3, 64, 64]` pictures in [-1, 1].
+    /// `[B, FEATURES]` for `[B, 3, SIZE, SIZE]` pictures in [-1, 1].
     pub fn features(&self, images: &Tensor) -> Result<Tensor> {
         let mut x = images.clone();
         for conv in &self.convs {
@@ -99,7 +100,7 @@ impl AttributeClassifier {
     }
 }
 
-/// `[B, 3, 64, 64]` in [-1, 1] from `SIZE`×`SIZE` pictures, channels last, values in [0, 1].
+/// `[B, 3, SIZE, SIZE]` in [-1, 1] from `SIZE`×`SIZE` pictures, channels last, values in [0, 1].
 pub fn images_tensor(images: &[Vec<f32>], device: &Device) -> Result<Tensor> {
     let mut data = Vec::with_capacity(images.len() * SIZE * SIZE * 3);
     for image in images {

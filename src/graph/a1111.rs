@@ -1,6 +1,7 @@
 //! AUTOMATIC1111's `parameters` text (what its PNGs carry): reading it into a graph's prompt,
 //! schedule and sampler, so a dropped A1111 picture sets up the same render.
 
+use super::node::{MAX_GUIDANCE, MAX_STEPS};
 use super::Node;
 use crate::core::SamplerKind;
 
@@ -32,8 +33,12 @@ pub fn parse(text: &str) -> Parameters {
             let Some((key, value)) = pair.split_once(": ") else { continue };
             let value = value.trim();
             match key.trim() {
-                "Steps" => out.steps = value.parse().ok(),
-                "CFG scale" => out.guidance = value.parse().ok(),
+                // Values the studio cannot run are left out, as missing ones are.
+                "Steps" => out.steps = value.parse().ok().filter(|n| (1..=MAX_STEPS).contains(n)),
+                "CFG scale" => {
+                    out.guidance =
+                        value.parse().ok().filter(|g: &f64| g.is_finite() && g.abs() <= MAX_GUIDANCE)
+                }
                 "Seed" => out.seed = value.parse().ok(),
                 "Sampler" => out.sampler = SamplerKind::ALL.into_iter().find(|k| k.a1111_name() == value),
                 _ => {}
@@ -113,5 +118,13 @@ mod tests {
     fn a_prompt_without_settings_is_all_prompt() {
         assert_eq!(parse("just words").prompt, "just words");
         assert_eq!(parse("just words").steps, None);
+    }
+
+    #[test]
+    fn settings_the_studio_cannot_run_are_left_out() {
+        let p = parse("a lake\nSteps: 4294967296000, CFG scale: NaN, Seed: 7");
+        assert_eq!((p.steps, p.guidance, p.seed), (None, None, Some(7)));
+        let p = parse("a lake\nSteps: 0, CFG scale: inf");
+        assert_eq!((p.steps, p.guidance), (None, None));
     }
 }

@@ -109,6 +109,16 @@ pub enum GraphFileError {
     },
 }
 
+/// The PNG text chunk holding the graph that made a picture.
+pub const GRAPH_CHUNK: &str = "latent-studio-graph";
+
+/// The graph a PNG carries, if any (`None` when the file is unreadable or has no graph chunk).
+pub fn graph_in_png(path: &Path) -> Option<Result<Graph, String>> {
+    let texts = crate::imageio::read_png_text(path).ok()?;
+    let (_, json) = texts.into_iter().find(|(k, _)| k == GRAPH_CHUNK)?;
+    Some(Graph::from_json(&json, &path.display().to_string()).map_err(|e| e.to_string()))
+}
+
 /// Nodes and wires. Each input takes at most one wire; outputs feed any number.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(default)]
@@ -221,11 +231,14 @@ impl Graph {
         false
     }
 
-    /// Checks every wire of a graph read from a file.
+    /// Checks every node's values and every wire of a graph read from a file.
     pub fn validate(&self) -> Result<(), String> {
         let mut ids = std::collections::HashSet::new();
         if let Some(dup) = self.nodes.iter().find(|n| !ids.insert(n.id)) {
             return Err(format!("two nodes have the id {}", dup.id));
+        }
+        for n in &self.nodes {
+            n.node.check().map_err(|reason| format!("node {} ({}): {reason}", n.id, n.node.title()))?;
         }
         let mut rebuilt = Graph { nodes: self.nodes.clone(), wires: vec![] };
         for wire in &self.wires {
@@ -325,5 +338,45 @@ mod tests {
         let old = r#"{"nodes": [{"id": 1, "node": {"kind": "Sampler", "seed": 7}}]}"#;
         let g = Graph::from_json(old, "old.json").unwrap_or_default();
         assert!(matches!(g.node(1), Some(Node::Sampler(s)) if s.seed == 7 && s.guidance == 5.0));
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused_naming_the_node_and_the_value() {
+        let canvas = |points: &str| {
+            format!(
+                r#"{{"nodes": [{{"id": 4, "node": {{"kind": "Canvas", "strokes": [
+                    {{"color": [1, 2, 3], "radius": 0.05, "points": [[0.5, 0.5, 1.0]]}},
+                    {{"color": [1, 2, 3], "radius": 0.05, "points": [[0.5, 0.5, 1.0], {points}]}}]}}}}]}}"#
+            )
+        };
+        let refused = |json: &str| Graph::from_json(json, "g.json").err().map(|e| e.to_string());
+        assert!(Graph::from_json(&canvas("[0.9, 0.1, 0.5]"), "g.json").is_ok());
+        assert_eq!(
+            refused(&canvas("[4294967296, 0.5, 1.0]")).as_deref(),
+            Some("g.json: node 4 (SDEdit Canvas): stroke 2, point 2: x = 4294967296 is outside [-1, 2]")
+        );
+        // 1e308 does not fit an f32: read as infinity, refused as well.
+        let e = refused(&canvas("[0.5, -1e308, 1.0]")).unwrap_or_default();
+        assert!(e.contains("stroke 2, point 2: y = -inf"), "{e}");
+        let e = refused(&canvas("[0.5, 0.5, -3]")).unwrap_or_default();
+        assert!(e.contains("pressure = -3"), "{e}");
+        let node = |body: &str| format!(r#"{{"nodes": [{{"id": 2, "node": {body}}}]}}"#);
+        for (body, says) in [
+            (r#"{"kind": "Schedule", "steps": 0}"#, "node 2 (Schedule): steps = 0 is outside 1..=1000"),
+            (r#"{"kind": "Schedule", "steps": 18446744073709551615}"#, "steps = 18446744073709551615"),
+            (
+                r#"{"kind": "Sampler", "guidance": 1e300}"#,
+                "node 2 (Sampler): guidance = 100000000000000000000",
+            ),
+            (r#"{"kind": "Image", "strength": -0.5}"#, "node 2 (Image): strength = -0.5"),
+            (r#"{"kind": "Interpolate", "frames": 100000}"#, "frames = 100000 is outside 2..=64"),
+            (
+                r#"{"kind": "Canvas", "brush": {"color": [0, 0, 0], "radius": 0, "points": []}}"#,
+                "the brush: radius = 0",
+            ),
+        ] {
+            let e = refused(&node(body)).unwrap_or_default();
+            assert!(e.contains(says), "{body}: {e}");
+        }
     }
 }

@@ -64,6 +64,13 @@ macro_rules! optional {
     };
 }
 
+/// The most sampling or inversion steps a graph may ask for: a model's training steps.
+pub const MAX_STEPS: usize = 1000;
+/// The largest guidance scale a graph may hold, either sign.
+pub const MAX_GUIDANCE: f64 = 100.0;
+/// The most frames an Interpolate node may hold.
+pub const MAX_FRAMES: usize = 64;
+
 /// Model node: which checkpoint to run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(default)]
@@ -264,6 +271,43 @@ impl Node {
             Self::Invert(_) => "DDIM Invert",
             Self::Interpolate(_) => "Interpolate",
             Self::Output(_) => "Output",
+        }
+    }
+
+    /// Checks the values a file gave this node against what the studio can run (the sliders
+    /// offer less): steps, strengths, guidance, frames, and every stroke of a canvas. The reason
+    /// names the field and the value.
+    pub fn check(&self) -> Result<(), String> {
+        use crate::sketch::within;
+        let steps = |name: &str, n: usize| {
+            if (1..=MAX_STEPS).contains(&n) {
+                Ok(())
+            } else {
+                Err(format!("{name} = {n} is outside 1..={MAX_STEPS}"))
+            }
+        };
+        match self {
+            Self::Model(_) | Self::Prompt(_) | Self::Output(_) => Ok(()),
+            Self::Schedule(s) => {
+                steps("steps", s.steps)?;
+                within("eta", s.eta, 0.0, 1.0)
+            }
+            Self::Sampler(s) => {
+                within("guidance", s.guidance, -MAX_GUIDANCE, MAX_GUIDANCE)?;
+                within("rescale", s.rescale, 0.0, 1.0)
+            }
+            Self::Canvas(c) => c.check(),
+            Self::Image(i) => within("strength", i.strength, 0.0, 1.0),
+            Self::Invert(i) => {
+                steps("steps", i.steps)?;
+                within("guidance", i.guidance, -MAX_GUIDANCE, MAX_GUIDANCE)
+            }
+            Self::Interpolate(i) => {
+                if !(2..=MAX_FRAMES).contains(&i.frames) {
+                    return Err(format!("frames = {} is outside 2..={MAX_FRAMES}", i.frames));
+                }
+                within("position", i.position, 0.0, 1.0)
+            }
         }
     }
 

@@ -7,6 +7,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var, D};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
@@ -71,7 +72,8 @@ pub struct TrainOptions {
     pub decoder_steps: usize,
     /// Peak learning rate of the decoder fine-tuning.
     pub decoder_learning_rate: f64,
-    /// Weight of the adversarial loss in the decoder fine-tuning (0: pixel losses only).
+    /// Weight of the adversarial loss in the decoder fine-tuning, relative to the pixel losses'
+    /// gradient at the decoder's last layer (0: pixel losses only).
     pub gan_weight: f64,
     /// Images per step.
     pub batch: usize,
@@ -138,6 +140,10 @@ const EDGE_WEIGHT: f64 = 0.5;
 const LATENT_PENALTY: f64 = 1e-3;
 /// Seeds of training scenes start here; evaluation uses seeds below it.
 const TRAIN_SEED_BASE: u64 = 1 << 32;
+/// The sheet of scenes and their decodings written at each autoencoder checkpoint.
+const RECONSTRUCTIONS: &str = "reconstructions.png";
+/// How many scenes it shows (seeds 0 and up, below the training seeds).
+const RECONSTRUCTION_COUNT: usize = 8;
 
 fn io<T>(path: &Path, r: std::io::Result<T>) -> Result<T, TrainError> {
     r.map_err(|source| TrainError::Io { path: path.to_path_buf(), source })
@@ -342,6 +348,7 @@ pub fn train(opts: &TrainOptions, report: &mut dyn FnMut(&Progress)) -> Result<T
             });
             if state.vae_step % opts.checkpoint_every == 0 || state.vae_step == opts.vae_steps {
                 save(&vae_map, &opts.out.join(VAE_WEIGHTS))?;
+                write_reconstructions(&vae, &opts.out)?;
                 write_json(&state_path, &state)?;
             }
         }
@@ -452,16 +459,18 @@ fn train_decoder(
     let device = Device::Cpu;
     let (tokenizer, state_path, log_path) =
         (builtin_tokenizer(), opts.out.join(STATE_FILE), opts.out.join("loss.csv"));
-    let vars: Vec<Var> = vae_map
+    let named: Vec<(String, Var)> = vae_map
         .data()
         .lock()
         .map_err(|_| candle_core::Error::Msg("the weight map's lock is poisoned".into()))?
         .iter()
         .filter(|(name, _)| name.starts_with("decoder."))
-        .map(|(_, var)| var.clone())
+        .map(|(name, var)| (name.clone(), var.clone()))
         .collect();
+    let last = last_layer(&named)?;
+    let vars: Vec<Var> = named.into_iter().map(|(_, var)| var).collect();
     let params = ParamsAdamW { lr: opts.decoder_learning_rate, weight_decay: 0.0, ..Default::default() };
-    let mut opt = AdamW::new(vars, params.clone())?;
+    let mut opt = AdamW::new(vars.clone(), params.clone())?;
     let disc_map = VarMap::new();
     let config = vae.config();
     let disc = PatchDiscriminator::new(
@@ -482,8 +491,9 @@ fn train_decoder(
         let seed = TRAIN_SEED_BASE + (2 << 24) + (state.decoder_step * opts.batch) as u64;
         let (images, _) = batch(seed, opts.batch, &tokenizer, &device)?;
         let (z, recon) = round_trip(vae, &images, false)?;
-        let (mut loss, value) = pixel_loss(&recon, &images)?;
+        let (loss, value) = pixel_loss(&recon, &images)?;
         let rate = learning_rate(opts.decoder_learning_rate, state.decoder_step, opts.decoder_steps, first);
+        let mut grads = loss.backward()?;
         if opts.gan_weight > 0.0 {
             let fake = disc.forward(&recon.detach(), &z)?;
             let d_loss = discriminator_loss(&disc.forward(&images, &z)?, &fake)?;
@@ -491,10 +501,17 @@ fn train_decoder(
             disc_opt.backward_step(&d_loss)?;
             let d_value = d_loss.to_scalar::<f32>()?;
             io(&log_path, writeln!(log, "discriminator,{},{d_value}", state.decoder_step + 1))?;
-            loss = (loss + (generator_loss(&disc.forward(&recon, &z)?)? * opts.gan_weight)?)?;
+            let gan_grads = generator_loss(&disc.forward(&recon, &z)?)?.backward()?;
+            let weight = adaptive_weight(&grads, &gan_grads, &last)? * opts.gan_weight;
+            for var in &vars {
+                if let (Some(g), Some(a)) = (grads.get(var.as_tensor()), gan_grads.get(var.as_tensor())) {
+                    let sum = (g + (a * weight)?)?;
+                    grads.insert(var.as_tensor(), sum);
+                }
+            }
         }
         opt.set_learning_rate(rate);
-        opt.backward_step(&loss)?;
+        opt.step(&grads)?;
         state.decoder_step += 1;
         meter.update(value, t0.elapsed().as_secs_f64());
         io(&log_path, writeln!(log, "decoder,{},{value}", state.decoder_step))?;
@@ -509,11 +526,57 @@ fn train_decoder(
             || state.decoder_step == opts.decoder_steps
         {
             save(vae_map, &opts.out.join(VAE_WEIGHTS))?;
+            write_reconstructions(vae, &opts.out)?;
             save(&disc_map, &disc_path)?;
             write_json(&state_path, state)?;
         }
     }
     Ok(())
+}
+
+/// The decoder's output convolution's weight: the highest-numbered `decoder.layers.N.weight`.
+fn last_layer(named: &[(String, Var)]) -> Result<Var, TrainError> {
+    named
+        .iter()
+        .filter_map(|(name, var)| {
+            let index = name.strip_prefix("decoder.layers.")?.strip_suffix(".weight")?;
+            Some((index.parse::<usize>().ok()?, var))
+        })
+        .max_by_key(|(index, _)| *index)
+        .map(|(_, var)| var.clone())
+        .ok_or_else(|| candle_core::Error::Msg("the decoder has no output layer".into()).into())
+}
+
+/// LDM's adaptive weight of the adversarial term: the ratio of the pixel loss's gradient norm
+/// to the adversarial loss's at the decoder's last layer, so the discriminator's push is a set
+/// share of the pixel losses' whatever its scale (a fixed weight let it take over: the decoder
+/// drifted from the pictures within 200 steps).
+fn adaptive_weight(pixel: &GradStore, adversarial: &GradStore, last: &Var) -> Result<f64, TrainError> {
+    let norm = |grads: &GradStore| -> Result<f64, TrainError> {
+        Ok(match grads.get(last.as_tensor()) {
+            Some(g) => f64::from(g.sqr()?.sum_all()?.sqrt()?.to_scalar::<f32>()?),
+            None => 0.0,
+        })
+    };
+    Ok((norm(pixel)? / (norm(adversarial)? + 1e-4)).clamp(0.0, 1e4))
+}
+
+/// Writes [`RECONSTRUCTIONS`] into `out`: fixed scenes in the top row, their decodings below, to
+/// look at while the autoencoder trains.
+fn write_reconstructions(vae: &TinyVae, out: &Path) -> Result<(), TrainError> {
+    let (images, _) = batch(0, RECONSTRUCTION_COUNT, &builtin_tokenizer(), &Device::Cpu)?;
+    let decoded = vae.decode(&vae.encode(&images)?)?;
+    // CHW in [-1, 1] → HWC in [0, 1], per picture.
+    let pictures = |t: &Tensor| -> Result<Vec<Vec<f32>>, TrainError> {
+        let t = ((t.permute((0, 2, 3, 1))? + 1.0)? * 0.5)?;
+        Ok((0..RECONSTRUCTION_COUNT)
+            .map(|i| t.get(i)?.flatten_all()?.to_vec1::<f32>())
+            .collect::<candle_core::Result<_>>()?)
+    };
+    let sheet = crate::imageio::sheet(&[pictures(&images)?, pictures(&decoded)?], IMAGE_SIZE);
+    let path = out.join(RECONSTRUCTIONS);
+    crate::imageio::write_png(&path, &sheet, "latent-studio train: scenes (top) and their decodings")
+        .map_err(|e| TrainError::Io { path, source: std::io::Error::other(e.reason) })
 }
 
 /// The latents of `images` and their decodings, noise of a random strength added to the
