@@ -356,10 +356,13 @@ fn load_and_render(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// One case, ready to run.
+type Case = Box<dyn FnOnce() -> Result<(), String> + Send>;
+
 /// A format: its name and one case per seed (`dir` is its own scratch folder).
 struct Format {
     name: &'static str,
-    case: fn(&mut Rng, &Path) -> Box<dyn FnOnce() -> Result<(), String> + Send>,
+    case: fn(&mut Rng, &Path) -> Case,
 }
 
 fn formats() -> Vec<Format> {
@@ -464,7 +467,7 @@ enum Target {
 
 /// A fresh copy of the tiny model in `dir/model` (made once per format), one of its files
 /// damaged; the case loads it (tokenizer cases also tokenise) and renders when it loads.
-fn model_case(rng: &mut Rng, dir: &Path, target: Target) -> Box<dyn FnOnce() -> Result<(), String> + Send> {
+fn model_case(rng: &mut Rng, dir: &Path, target: Target) -> Case {
     let model = dir.join("model");
     let pristine = fixture("tiny_sd/model");
     if !model.exists() {

@@ -218,14 +218,13 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Draws one picture: prompt, seed, and an SDEdit start (picture, strength).
+type Generate<'a> = dyn Fn(&str, u64, Option<(&Vec<f32>, f64)>) -> anyhow::Result<Vec<f32>> + 'a;
+
 /// SDEdit on flat-colour paintings: at each strength, how much of each painted element's
 /// contrast with its background stays (disc, peak, water, beach, trees), and how well the
 /// picture's 8×8 luminance layout follows the painting's; a sheet of the first four.
-fn painting_figures(
-    args: &EvalArgs,
-    size: usize,
-    generate: &dyn Fn(&str, u64, Option<(&Vec<f32>, f64)>) -> anyhow::Result<Vec<f32>>,
-) -> anyhow::Result<()> {
+fn painting_figures(args: &EvalArgs, size: usize, generate: &Generate) -> anyhow::Result<()> {
     let paintings: Vec<_> =
         (0..args.sdedit_count.max(2) as u64).map(|i| painting(PAINTING_SET + i, size)).collect();
     let mut sheet_rows: Vec<Vec<Vec<f32>>> =
