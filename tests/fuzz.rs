@@ -21,6 +21,9 @@ use latent_studio::models::clip_tokenizer::ClipTokenizer;
 use latent_studio::models::pipeline::{LoadOptions, Pipeline, Request};
 use serde_json::Value;
 
+mod common;
+use common::copy_dir;
+
 /// The most one case may take; a case still running then is a hang.
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -297,19 +300,6 @@ fn scratch(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
     dir
-}
-
-fn copy_dir(src: &Path, dst: &Path) {
-    std::fs::create_dir_all(dst).unwrap();
-    for entry in std::fs::read_dir(src).unwrap() {
-        let entry = entry.unwrap();
-        let target = dst.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }
 
 /// A graph with every node kind and a canvas with several strokes: what graph files hold.

@@ -8,6 +8,9 @@ use latent_studio::core::samplers::{SamplerKind, StepView};
 use latent_studio::core::Guidance;
 use latent_studio::models::pipeline::{LoadOptions, Pipeline, PipelineError, Request};
 
+mod common;
+use common::copy_dir;
+
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny_sd/model")
 }
@@ -18,19 +21,6 @@ fn copy_model(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dst);
     copy_dir(&fixture(), &dst);
     dst
-}
-
-fn copy_dir(src: &Path, dst: &Path) {
-    std::fs::create_dir_all(dst).unwrap();
-    for entry in std::fs::read_dir(src).unwrap() {
-        let entry = entry.unwrap();
-        let target = dst.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }
 
 fn load_error(dir: &Path) -> String {
