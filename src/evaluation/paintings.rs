@@ -3,6 +3,7 @@
 //! whether an edit kept what was painted: the element itself and the background beside it. Their
 //! captions are the scenes' own (same parameters, same grammar), so an edit has one right answer.
 
+use super::sharpness::luminance;
 use crate::dataset::scenes::{caption, SceneParams, TimeOfDay, Trees, Water};
 
 /// Something painted, with where it is and what surrounds it.
@@ -171,7 +172,7 @@ const MIN_CONTRAST: f64 = 0.08;
 fn mean_luminance(image: &[f32], mask: &[bool]) -> f64 {
     let (sum, count) = mask.iter().enumerate().filter(|(_, &m)| m).fold((0f64, 0usize), |(s, c), (i, _)| {
         let p = &image[i * 3..i * 3 + 3];
-        (s + f64::from(0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2]), c + 1)
+        (s + f64::from(luminance(p)), c + 1)
     });
     sum / count.max(1) as f64
 }
@@ -197,7 +198,7 @@ pub fn layout_correlation(a: &[f32], b: &[f32], size: usize, cells: usize) -> f6
             for x in 0..size {
                 let p = &image[(y * size + x) * 3..][..3];
                 let cell = (y * cells / size) * cells + x * cells / size;
-                g[cell] += f64::from(0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2]);
+                g[cell] += f64::from(luminance(p));
             }
         }
         g

@@ -3,7 +3,7 @@
 //! pictures are compared with the generator's own scenes drawn at the same size.
 
 /// Luminance (Rec. 601 weights) of an RGB pixel.
-fn luminance(p: &[f32]) -> f32 {
+pub fn luminance(p: &[f32]) -> f32 {
     0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2]
 }
 
