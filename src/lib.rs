@@ -2,6 +2,7 @@
 //! See `ARCHITECTURE.md` for the module map.
 
 pub mod app;
+pub mod background;
 pub mod cache;
 pub mod cli;
 pub mod core;

@@ -272,3 +272,56 @@ fn a_saved_png_reopens_its_graph_and_autosave_restores_an_unsaved_graph() {
         .any(|n| matches!(&n.node, Node::Prompt(p) if p.prompt == "dawn over a forest"));
     assert!(restored, "the next start restored the autosave");
 }
+
+#[test]
+fn a_picture_file_that_never_finishes_reading_leaves_the_window_running() {
+    use latent_studio::graph::node::{ImageNode, OutputNode};
+    use latent_studio::graph::Graph;
+    use std::io::Write;
+
+    let dir = data_dir("slow_file");
+    std::fs::create_dir_all(&dir).expect("the data directory");
+    // A named pipe: reading it waits until someone writes, as a file on a hung network share does.
+    let fifo = dir.join("slow.png");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status().expect("mkfifo runs");
+    assert!(made.success(), "mkfifo failed");
+    let mut graph = Graph::default();
+    let image =
+        graph.add(Node::Image(ImageNode { path: Some(fifo.clone()), ..Default::default() }), [0.0; 2]);
+    let output = graph.add(Node::Output(OutputNode::default()), [300.0, 0.0]);
+    graph.connect(PinRef { node: image, pin: 0 }, PinRef { node: output, pin: 0 }).expect("a valid wire");
+    let file = dir.join("graph.json");
+    graph.save(&file).expect("the graph saves");
+
+    // The writer waits for the window to have drawn frames while the picture was unreadable; if
+    // a frame waited on the file instead, no signal comes and the writer gives up after a minute.
+    let (frames_drawn, signal) = std::sync::mpsc::channel::<()>();
+    let writer = std::thread::spawn(move || {
+        let waited_for_frames = signal.recv_timeout(Duration::from_secs(60)).is_ok();
+        let mut png = Vec::new();
+        image::RgbImage::from_pixel(8, 8, image::Rgb([200, 40, 40]))
+            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .expect("a PNG encodes");
+        let mut pipe = std::fs::OpenOptions::new().write(true).open(&fifo).expect("the pipe opens");
+        pipe.write_all(&png).expect("the pipe takes the picture");
+        waited_for_frames
+    });
+
+    let app = StudioApp::new(Options { data_dir: dir.clone(), graph: Some(file), ..Options::default() });
+    let mut h = Harness::builder()
+        .with_size(egui::vec2(1400.0, 860.0))
+        .build_ui_state(|ui, app: &mut StudioApp| app.ui(ui), app);
+    for _ in 0..10 {
+        h.step();
+    }
+    assert!(h.state().outputs.get(&output).is_some_and(|o| o.picture.is_none()), "nothing to show yet");
+    frames_drawn.send(()).expect("the writer waits");
+    wait(&mut h, "the picture from the pipe", |app| {
+        app.outputs.get(&output).is_some_and(|o| o.picture.is_some() || o.error.is_some())
+    });
+    assert!(writer.join().expect("the writer ends"), "a frame waited on the unreadable file");
+    let state = &h.state().outputs[&output];
+    assert_eq!(state.error, None);
+    let picture = state.picture.as_ref().expect("the picture is shown");
+    assert_eq!(&picture.rgb[..3], &[200, 40, 40], "the pipe's picture is what the Output shows");
+}

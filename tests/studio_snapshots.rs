@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use egui_kittest::Harness;
 
+use latent_studio::background::Worker;
 use latent_studio::graph::{Graph, Node};
 use latent_studio::sketch::Canvas;
 use latent_studio::ui::canvas_view::CanvasView;
@@ -35,13 +36,19 @@ fn each_node_kind_has_its_properties_panel() {
 
 #[test]
 fn the_canvas_panel() {
-    let mut view = CanvasView::default();
     let mut h = Harness::builder().with_size(egui::vec2(380.0, 480.0)).build_ui_state(
-        move |ui, canvas: &mut Canvas| {
+        |ui, (view, canvas): &mut (CanvasView, Canvas)| {
             let _ = view.ui(ui, canvas, None, 340.0);
         },
-        Canvas::default(),
+        (CanvasView::new(Worker::new()), Canvas::default()),
     );
+    // The strokes are rasterised on the background worker; the snapshot shows the finished picture.
+    let start = std::time::Instant::now();
+    while !h.state().0.is_drawn() {
+        assert!(start.elapsed() < std::time::Duration::from_secs(60), "the canvas was never drawn");
+        h.step();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     h.run();
     h.snapshot("canvas");
 }

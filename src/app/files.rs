@@ -192,11 +192,33 @@ impl StudioApp {
         self.add_image_node(path);
     }
 
+    /// Reads `path` on the background worker; an Image node for it is added once it decoded.
     fn add_image_node(&mut self, path: &Path) {
-        if let Err(e) = crate::imageio::read_image(path) {
-            self.error(e.to_string());
-            return;
+        let (file, ctx) = (path.to_path_buf(), self.ctx.clone());
+        let pending = self.worker.submit(
+            move || ctx.request_repaint(),
+            move || crate::imageio::read_image(&file).map(|_| ()).map_err(|e| e.to_string()),
+        );
+        self.checking.push((path.to_path_buf(), pending));
+    }
+
+    /// Adds an Image node for each picture file that finished decoding; reports the others.
+    pub(super) fn poll_checked_images(&mut self) {
+        let mut i = 0;
+        while i < self.checking.len() {
+            let Some(result) = self.checking[i].1.poll() else {
+                i += 1;
+                continue;
+            };
+            let (path, _) = self.checking.remove(i);
+            match result.map_err(|e| e.to_string()).and_then(|r| r) {
+                Ok(()) => self.insert_image_node(&path),
+                Err(e) => self.error(e),
+            }
         }
+    }
+
+    fn insert_image_node(&mut self, path: &Path) {
         let mut graph = self.graph.clone();
         let image = ImageNode { path: Some(path.to_path_buf()), ..Default::default() };
         let id = graph.add(Node::Image(image), [0.0, 520.0]);

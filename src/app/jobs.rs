@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::{HistoryEntry, Picture, StripState, StudioApp};
-use crate::engine::spec::RenderSpec;
+use crate::background::Pending;
+use crate::engine::spec::{ImageSpec, RenderSpec};
 use crate::engine::studio::{StudioBackend, StudioJob, Task};
 use crate::engine::{Engine, EventKind, Finished, JobId, OutputKey, Urgency};
 use crate::graph::eval::{self, Shown};
@@ -100,21 +101,11 @@ impl StudioApp {
                 }
             };
             match &plan.shown {
-                Shown::Render(spec) => self.want(*output, spec, urgency),
-                Shown::Picture(image) => {
-                    let shown = crate::engine::spec::raster(image, 256, 256);
-                    let state = self.outputs.entry(*output).or_default();
-                    state.wanted = None;
-                    match shown {
-                        Ok(rgb) => {
-                            let picture = self.picture(&format!("picture:{output}"), rgb, String::new());
-                            let state = self.outputs.entry(*output).or_default();
-                            state.picture = Some(picture);
-                            state.error = None;
-                        }
-                        Err(e) => state.error = Some(e.to_string()),
-                    }
+                Shown::Render(spec) => {
+                    self.outputs.entry(*output).or_default().drawn = None;
+                    self.want(*output, spec, urgency);
                 }
+                Shown::Picture(image) => self.draw_picture(*output, image),
             }
             match &plan.strip {
                 Some(strip) => {
@@ -174,6 +165,44 @@ impl StudioApp {
         }
         let job = self.submit(Target::Output(output), Task::Spec(Box::new(spec.clone())), key, urgency);
         self.outputs.entry(output).or_default().job = job.map(|id| (id, false));
+    }
+
+    /// Makes `output` show a picture that needs no network (a file, a canvas), decoded or
+    /// rasterised on the background worker; the previous picture stays up meanwhile.
+    fn draw_picture(&mut self, output: NodeId, image: &ImageSpec) {
+        let state = self.outputs.entry(output).or_default();
+        state.wanted = None;
+        if state.drawn.as_ref().is_some_and(|(spec, _)| spec == image) {
+            return;
+        }
+        let (spec, ctx) = (image.clone(), self.ctx.clone());
+        let pending = self.worker.submit(
+            move || ctx.request_repaint(),
+            move || crate::engine::spec::raster(&spec, 256, 256).map_err(|e| e.to_string()),
+        );
+        state.drawn = Some((image.clone(), Some(pending)));
+    }
+
+    /// Shows the pictures the background worker finished for Output nodes.
+    pub(super) fn poll_drawn(&mut self) {
+        let mut done = Vec::new();
+        for (id, state) in self.outputs.iter_mut() {
+            let Some((_, pending)) = state.drawn.as_mut() else { continue };
+            let Some(result) = pending.as_ref().and_then(Pending::poll) else { continue };
+            *pending = None;
+            done.push((*id, result.map_err(|e| e.to_string()).and_then(|r| r)));
+        }
+        for (output, result) in done {
+            match result {
+                Ok(rgb) => {
+                    let picture = self.picture(&format!("picture:{output}"), rgb, String::new());
+                    let state = self.outputs.entry(output).or_default();
+                    state.picture = Some(picture);
+                    state.error = None;
+                }
+                Err(e) => self.outputs.entry(output).or_default().error = Some(e),
+            }
+        }
     }
 
     /// The cached strip frame nearest to `spec`'s position on the path.

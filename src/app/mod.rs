@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use egui::Ui;
 use egui_snarl::Snarl;
 
+use crate::background::{Pending, Worker};
 use crate::cache::{LruCache, Weighed};
 use crate::engine::studio::StudioJob;
 use crate::engine::{Engine, JobId};
@@ -62,6 +63,13 @@ impl Weighed for Picture {
     }
 }
 
+/// A canvas's base picture: being decoded, or decoded (`None` when the file could not be read;
+/// the render reports why).
+enum BaseImage {
+    Loading(Pending<Result<crate::imageio::Rgb, crate::engine::spec::SpecError>>),
+    Ready(Option<Arc<Vec<u8>>>),
+}
+
 /// A finished render in the history strip, with the graph that made it.
 #[derive(Clone)]
 pub struct HistoryEntry {
@@ -86,6 +94,9 @@ pub struct OutputState {
     pub error: Option<String>,
     /// The spec key it should show.
     pub wanted: Option<String>,
+    /// The picture it shows without a render (a file, a canvas), and its decoding or
+    /// rasterising on the background worker while that runs.
+    pub drawn: Option<(crate::engine::spec::ImageSpec, Option<Pending<Result<crate::imageio::Rgb, String>>>)>,
     /// The job rendering `wanted`, and whether it has started.
     pub job: Option<(JobId, bool)>,
 }
@@ -136,7 +147,11 @@ pub struct StudioApp {
     /// Renders made since the studio opened, newest last.
     pub made: Vec<HistoryEntry>,
     canvas_views: HashMap<NodeId, CanvasView>,
-    base_images: HashMap<PathBuf, Option<Vec<u8>>>,
+    base_images: HashMap<PathBuf, BaseImage>,
+    /// Decoding and rasterising, off the UI thread.
+    worker: Worker,
+    /// Picture files being read before an Image node is added for them.
+    checking: Vec<(PathBuf, Pending<Result<(), String>>)>,
     dirty: bool,
     last_autosave: Instant,
     message: Option<Message>,
@@ -207,6 +222,8 @@ impl StudioApp {
             made: Vec::new(),
             canvas_views: HashMap::new(),
             base_images: HashMap::new(),
+            worker: Worker::new(),
+            checking: Vec::new(),
             dirty: false,
             last_autosave: Instant::now(),
             message: None,
@@ -318,9 +335,12 @@ impl StudioApp {
         self.graph.nodes.iter().find(|n| pred(&n.node)).map(|n| n.id)
     }
 
-    /// Whether any render or strip frame is queued or running.
+    /// Whether any render or strip frame is queued or running, or a picture is being decoded or
+    /// rasterised for an Output or a new Image node.
     pub fn busy(&self) -> bool {
         !self.jobs.is_empty()
+            || !self.checking.is_empty()
+            || self.outputs.values().any(|o| o.drawn.as_ref().is_some_and(|(_, pending)| pending.is_some()))
     }
 
     /// One frame of the studio.
@@ -329,6 +349,8 @@ impl StudioApp {
         self.ctx = ctx.clone();
         self.ensure_engine(&ctx);
         self.poll_events(&ctx);
+        self.poll_drawn();
+        self.poll_checked_images();
         self.handle_dropped_files(&ctx);
         self.shortcuts(&ctx);
         let mut dragging = false;
@@ -478,9 +500,10 @@ impl StudioApp {
         let mut choose_image = false;
         let mut load_base = false;
         if let Node::Canvas(canvas) = node {
-            let view = self.canvas_views.entry(id).or_default();
+            let worker = &self.worker;
+            let view = self.canvas_views.entry(id).or_insert_with(|| CanvasView::new(worker.clone()));
             let size = ui.available_width().min(360.0);
-            let change = view.ui(ui, canvas, base.as_deref(), size);
+            let change = view.ui(ui, canvas, base.as_ref(), size);
             dragging |= change.dragging;
             load_base = change.load_base;
             if ui.ui_contains_pointer() && ui.input(|i| i.pointer.any_pressed()) {
@@ -504,18 +527,29 @@ impl StudioApp {
         dragging
     }
 
-    /// The picture under a canvas: the file of an Image node wired into its base input.
-    fn canvas_base(&mut self, canvas: NodeId) -> Option<Vec<u8>> {
+    /// The picture under a canvas: the file of an Image node wired into its base input, decoded
+    /// on the background worker (`None` until it is).
+    fn canvas_base(&mut self, canvas: NodeId) -> Option<Arc<Vec<u8>>> {
         let source = self.graph.source(crate::graph::PinRef { node: canvas, pin: 0 })?;
         let Some(Node::Image(image)) = self.graph.node(source.node) else { return None };
         let path = image.path.clone()?;
-        self.base_images
-            .entry(path.clone())
-            .or_insert_with(|| {
+        let (worker, ctx) = (&self.worker, self.ctx.clone());
+        let entry =
+            self.base_images.entry(path.clone()).or_insert_with(|| {
                 let spec = crate::engine::spec::ImageSpec::File(path);
-                crate::engine::spec::raster(&spec, 256, 256).ok().map(|r| r.data)
-            })
-            .clone()
+                BaseImage::Loading(worker.submit(
+                    move || ctx.request_repaint(),
+                    move || crate::engine::spec::raster(&spec, 256, 256),
+                ))
+            });
+        if let BaseImage::Loading(pending) = entry {
+            let decoded = pending.poll()?;
+            *entry = BaseImage::Ready(decoded.ok().and_then(Result::ok).map(|rgb| Arc::new(rgb.data)));
+        }
+        match entry {
+            BaseImage::Ready(base) => base.clone(),
+            BaseImage::Loading(_) => None,
+        }
     }
 
     fn menu_ui(&mut self, ui: &mut Ui) {
@@ -618,7 +652,11 @@ impl StudioApp {
                     .on_hover_text("The Output node's picture; step previews show while it renders");
             }
             None => {
-                ui.allocate_exact_size(egui::vec2(size, size), egui::Sense::hover());
+                let (rect, _) = ui.allocate_exact_size(egui::vec2(size, size), egui::Sense::hover());
+                if state.drawn.as_ref().is_some_and(|(_, pending)| pending.is_some()) {
+                    let spinner = egui::Rect::from_center_size(rect.center(), egui::vec2(24.0, 24.0));
+                    egui::Spinner::new().paint_at(ui, spinner);
+                }
             }
         }
         let error = state.error.clone();

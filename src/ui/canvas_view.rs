@@ -2,8 +2,11 @@
 //! reports it), erase, fill, pick colours from swatches of the model's world, undo/redo, clear,
 //! and toggle between the picture and the mask layer.
 
+use std::sync::Arc;
+
 use egui::{Color32, Pos2, Rect, Sense, Stroke as Line, Ui};
 
+use crate::background::{Pending, Worker};
 use crate::sketch::{Canvas, Layer, Raster, Stroke, Tool, SWATCHES};
 
 /// What happened on the canvas this frame.
@@ -17,11 +20,37 @@ pub struct CanvasChange {
     pub load_base: bool,
 }
 
-/// Runtime state of a canvas widget: the stroke being drawn and the raster of the finished ones.
-#[derive(Default)]
+/// Runtime state of a canvas widget: the stroke being drawn and the raster of the finished ones,
+/// made on the background worker (a canvas from a file may hold any number of strokes).
 pub struct CanvasView {
     current: Option<Stroke>,
-    texture: Option<(Vec<Stroke>, [u8; 3], egui::TextureHandle)>,
+    worker: Worker,
+    drawn: Option<Drawn>,
+    drawing: Option<(RasterKey, Pending<Raster>)>,
+}
+
+/// What a raster was made from.
+#[derive(Clone, PartialEq)]
+struct RasterKey {
+    strokes: Vec<Stroke>,
+    background: [u8; 3],
+    base: Option<Arc<Vec<u8>>>,
+}
+
+impl RasterKey {
+    fn of(canvas: &Canvas, base: Option<&Arc<Vec<u8>>>) -> Self {
+        Self { strokes: canvas.strokes.clone(), background: canvas.background, base: base.cloned() }
+    }
+
+    fn matches(&self, canvas: &Canvas, base: Option<&Arc<Vec<u8>>>) -> bool {
+        self.strokes == canvas.strokes && self.background == canvas.background && self.base.as_ref() == base
+    }
+}
+
+/// A finished raster on the GPU: the picture and the mask overlay, or why rasterising failed.
+struct Drawn {
+    key: RasterKey,
+    textures: Result<(egui::TextureHandle, egui::TextureHandle), String>,
 }
 
 /// Pixels of the canvas texture (the picture is shown at this resolution).
@@ -32,21 +61,57 @@ fn rgb(c: [u8; 3]) -> Color32 {
 }
 
 impl CanvasView {
-    /// Shows the tools and the canvas of `canvas`, `size` points wide.
-    pub fn ui(&mut self, ui: &mut Ui, canvas: &mut Canvas, base: Option<&[u8]>, size: f32) -> CanvasChange {
+    /// A view whose rasterising runs on `worker`.
+    pub fn new(worker: Worker) -> Self {
+        Self { current: None, worker, drawn: None, drawing: None }
+    }
+
+    /// Whether the picture shown is the current strokes' (nothing is being rasterised).
+    pub fn is_drawn(&self) -> bool {
+        self.drawing.is_none() && self.drawn.is_some()
+    }
+
+    /// Shows the tools and the canvas of `canvas` over `base` (RGB at the texture size),
+    /// `size` points wide.
+    pub fn ui(
+        &mut self,
+        ui: &mut Ui,
+        canvas: &mut Canvas,
+        base: Option<&Arc<Vec<u8>>>,
+        size: f32,
+    ) -> CanvasChange {
         let mut change = CanvasChange::default();
         self.tools_ui(ui, canvas, &mut change);
         let (response, painter) = ui.allocate_painter(egui::vec2(size, size), Sense::drag());
         let rect = response.rect;
-        let texture = self.texture(ui.ctx(), canvas, base);
-        painter.image(
-            texture.id(),
-            rect,
-            Rect::from_min_max(Pos2::ZERO, Pos2::new(1.0, 1.0)),
-            Color32::WHITE,
-        );
-        if canvas.brush.layer == Layer::Mask {
-            self.mask_overlay(&painter, canvas, rect);
+        self.draw(ui.ctx(), canvas, base);
+        let whole = Rect::from_min_max(Pos2::ZERO, Pos2::new(1.0, 1.0));
+        match self.drawn.as_ref().map(|d| &d.textures) {
+            Some(Ok((picture, mask))) => {
+                painter.image(picture.id(), rect, whole, Color32::WHITE);
+                if canvas.brush.layer == Layer::Mask {
+                    painter.image(mask.id(), rect, whole, Color32::WHITE);
+                }
+            }
+            Some(Err(e)) => {
+                painter.rect_filled(rect, 0.0, rgb(canvas.background));
+                painter.text(
+                    rect.center(),
+                    egui::Align2::CENTER_CENTER,
+                    format!("the strokes could not be drawn: {e}"),
+                    egui::FontId::proportional(12.0),
+                    Color32::RED,
+                );
+            }
+            None => {
+                painter.rect_filled(rect, 0.0, rgb(canvas.background));
+            }
+        }
+        if self.drawing.is_some() {
+            // The previous strokes' picture stays up meanwhile; say that it is catching up.
+            let corner =
+                Rect::from_min_size(rect.right_top() + egui::vec2(-22.0, 6.0), egui::vec2(16.0, 16.0));
+            egui::Spinner::new().paint_at(ui, corner);
         }
         let pressure = ui.input(|i| {
             i.events.iter().rev().find_map(|e| match e {
@@ -156,32 +221,50 @@ impl CanvasView {
         });
     }
 
-    /// The finished strokes' picture, re-rasterised only when they changed.
-    fn texture(&mut self, ctx: &egui::Context, canvas: &Canvas, base: Option<&[u8]>) -> egui::TextureHandle {
-        if let Some((strokes, background, texture)) = &self.texture {
-            if *strokes == canvas.strokes && *background == canvas.background {
-                return texture.clone();
+    /// Collects a finished raster, and asks for a new one when the strokes changed since the
+    /// shown one was made (a stale request is dropped, so its work is skipped).
+    fn draw(&mut self, ctx: &egui::Context, canvas: &Canvas, base: Option<&Arc<Vec<u8>>>) {
+        if let Some((key, pending)) = &self.drawing {
+            if let Some(result) = pending.poll() {
+                let textures = result.map(|raster| textures(ctx, &raster)).map_err(|e| e.to_string());
+                self.drawn = Some(Drawn { key: key.clone(), textures });
+                self.drawing = None;
             }
         }
-        let raster = canvas.rasterize(TEXTURE_SIZE, TEXTURE_SIZE, base);
-        let image = egui::ColorImage::from_rgb([TEXTURE_SIZE, TEXTURE_SIZE], &raster.rgb);
-        let texture = ctx.load_texture("sdedit-canvas", image, egui::TextureOptions::LINEAR);
-        self.texture = Some((canvas.strokes.clone(), canvas.background, texture.clone()));
-        texture
-    }
-
-    /// Shows the mask layer as a translucent overlay while it is being painted.
-    fn mask_overlay(&self, painter: &egui::Painter, canvas: &Canvas, rect: Rect) {
-        let n = 64;
-        let Raster { mask, .. } = canvas.rasterize(n, n, None);
-        let cell = rect.width() / n as f32;
-        for (i, _) in mask.iter().enumerate().filter(|(_, m)| **m > 0) {
-            let min = rect.min + egui::vec2((i % n) as f32 * cell, (i / n) as f32 * cell);
-            painter.rect_filled(
-                Rect::from_min_size(min, egui::vec2(cell, cell)),
-                0.0,
-                Color32::from_rgba_unmultiplied(255, 40, 40, 90),
-            );
+        let shown = self.drawn.as_ref().is_some_and(|d| d.key.matches(canvas, base));
+        let asked = self.drawing.as_ref().is_some_and(|(key, _)| key.matches(canvas, base));
+        if shown {
+            self.drawing = None;
+            return;
         }
+        if asked {
+            return;
+        }
+        let key = RasterKey::of(canvas, base);
+        let (canvas, base) = (canvas.clone(), base.cloned());
+        let repaint = ctx.clone();
+        let pending = self.worker.submit(
+            move || repaint.request_repaint(),
+            move || canvas.rasterize(TEXTURE_SIZE, TEXTURE_SIZE, base.as_deref().map(Vec::as_slice)),
+        );
+        self.drawing = Some((key, pending));
     }
+}
+
+/// The picture's texture and the mask layer's translucent overlay.
+fn textures(ctx: &egui::Context, raster: &Raster) -> (egui::TextureHandle, egui::TextureHandle) {
+    let size = [raster.width, raster.height];
+    let picture = ctx.load_texture(
+        "sdedit-canvas",
+        egui::ColorImage::from_rgb(size, &raster.rgb),
+        egui::TextureOptions::LINEAR,
+    );
+    let overlay: Vec<u8> =
+        raster.mask.iter().flat_map(|&m| if m > 0 { [255, 40, 40, 90] } else { [0; 4] }).collect();
+    let mask = ctx.load_texture(
+        "sdedit-canvas-mask",
+        egui::ColorImage::from_rgba_unmultiplied(size, &overlay),
+        egui::TextureOptions::NEAREST,
+    );
+    (picture, mask)
 }
