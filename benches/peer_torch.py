@@ -22,7 +22,8 @@ import sys
 import time
 
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, AutoencoderTiny, DDIMScheduler, UNet2DConditionModel
 from safetensors.torch import load_file
 from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -58,12 +59,68 @@ def zeroed(module):
     return module.eval()
 
 
-def builtin_vae_config():
+class PatchedTiny(torch.nn.Module):
+    """diffusers' AutoencoderTiny with our extension: `patch_size` pixel patches folded into
+    channels before the encoder and unfolded after the decoder (torch's pixel unshuffle/shuffle,
+    the channel order `src/models/tiny_vae.rs` uses), so the same weight file loads."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.patch = config.get("patch_size", 1)
+        known = AutoencoderTiny.__init__.__code__.co_varnames
+        tiny = {k: v for k, v in config.items() if k in known}
+        tiny["in_channels"] = config["in_channels"] * self.patch**2
+        tiny["out_channels"] = config["out_channels"] * self.patch**2
+        self.tiny = AutoencoderTiny(**tiny)
+        self.latent_channels = config["latent_channels"]
+
+    def load_state_dict(self, weights, strict=True):
+        return self.tiny.load_state_dict(weights, strict=strict)
+
+    def encode(self, x):
+        return self.tiny.encode(F.pixel_unshuffle(x, self.patch)).latents
+
+    def decode(self, z):
+        return F.pixel_shuffle(self.tiny.decode(z).sample, self.patch)
+
+
+class KL(torch.nn.Module):
+    """AutoencoderKL (the 64x64 model's autoencoder) behind the same encode/decode."""
+
+    def __init__(self, config):
+        super().__init__()
+        levels = len(config["block_out_channels"])
+        config = dict(config, down_block_types=["DownEncoderBlock2D"] * levels,
+                      up_block_types=["UpDecoderBlock2D"] * levels)
+        self.kl = AutoencoderKL.from_config(config)
+        self.latent_channels = config["latent_channels"]
+
+    def load_state_dict(self, weights, strict=True):
+        return self.kl.load_state_dict(weights, strict=strict)
+
+    def encode(self, x):
+        return self.kl.encode(x).latent_dist.mean
+
+    def decode(self, z):
+        return self.kl.decode(z).sample
+
+
+def builtin_vae():
+    """The built-in model's autoencoder as its `vae/config.json` names it."""
     config = read_json(BUILTIN / "vae" / "config.json")
-    levels = len(config["block_out_channels"])
-    config["down_block_types"] = ["DownEncoderBlock2D"] * levels
-    config["up_block_types"] = ["UpDecoderBlock2D"] * levels
-    return config
+    vae = PatchedTiny(config) if config["_class_name"] == "AutoencoderTiny" else KL(config)
+    return vae.eval()
+
+
+def builtin_size():
+    return read_json(BUILTIN / "vae" / "config.json")["sample_size"]
+
+
+def builtin_latent_side():
+    """The latent grid's side: pixels over the patch size and one halving per level after the first."""
+    config = read_json(BUILTIN / "vae" / "config.json")
+    widths = config.get("encoder_block_out_channels") or config["block_out_channels"]
+    return builtin_size() // (config.get("patch_size", 1) * 2 ** (len(widths) - 1))
 
 
 SD15_VAE = {
@@ -78,7 +135,7 @@ SD15_VAE = {
 
 
 def unet_eval(unet, batch, side, tokens, width):
-    x = torch.zeros(batch, 4, side, side)
+    x = torch.zeros(batch, unet.config.in_channels, side, side)
     t = torch.full((batch,), 500.0)
     ctx = torch.zeros(batch, tokens, width)
     return lambda: unet(x, t, encoder_hidden_states=ctx).sample
@@ -103,7 +160,7 @@ class BuiltinPipeline:
         weights = {k if k.startswith("text_model.") else "text_model." + k: v.float() for k, v in weights.items()}
         self.text.load_state_dict(weights, strict=False)
         self.unet = UNet2DConditionModel.from_pretrained(BUILTIN, subfolder="unet", torch_dtype=torch.float32).eval()
-        self.vae = AutoencoderKL.from_config(builtin_vae_config()).eval()
+        self.vae = builtin_vae()
         vae_weights = load_file(str(BUILTIN / "vae" / "diffusion_pytorch_model.safetensors"))
         self.vae.load_state_dict({k: v.float() for k, v in vae_weights.items()})
         self.scaling = read_json(BUILTIN / "vae" / "config.json")["scaling_factor"]
@@ -129,13 +186,14 @@ class BuiltinPipeline:
         ctx = self.conditioning[PROMPT]
         self.scheduler.set_timesteps(steps)
         timesteps = self.scheduler.timesteps
-        noise = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(1))
+        side = builtin_latent_side()
+        noise = torch.randn(1, self.vae.latent_channels, side, side, generator=torch.Generator().manual_seed(1))
         if start is None:
             x = noise * self.scheduler.init_noise_sigma
         else:
             timesteps = timesteps[steps - int(steps * strength):]
             if id(start) not in self.encoded:
-                self.encoded[id(start)] = self.vae.encode(start).latent_dist.mean * self.scaling
+                self.encoded[id(start)] = self.vae.encode(start) * self.scaling
             guide = self.encoded[id(start)]
             x = self.scheduler.add_noise(guide, noise, timesteps[:1])
         for t in timesteps:
@@ -144,7 +202,7 @@ class BuiltinPipeline:
         return x
 
     def render(self, start=None, strength=1.0):
-        return self.vae.decode(self.sample(20, 5.0, start, strength) / self.scaling).sample
+        return self.vae.decode(self.sample(20, 5.0, start, strength) / self.scaling)
 
 
 def ours(binary, threads, repeat, only):
@@ -172,15 +230,18 @@ def main():
     builtin_unet = zeroed(UNet2DConditionModel.from_config(read_json(BUILTIN / "unet" / "config.json")))
     sd15_unet = zeroed(UNet2DConditionModel(cross_attention_dim=768))
     pipe = BuiltinPipeline()
-    picture = torch.zeros(1, 3, 64, 64)
+    size = builtin_size()
+    picture = torch.zeros(1, 3, size, size)
+    vae = zeroed(builtin_vae())
+    side = builtin_latent_side()
+    latent = torch.zeros(1, vae.latent_channels, side, side)
     identity = lambda x, t, ctx: x  # noqa: E731 - the network replaced by a pass-through
 
     figures = [
         # (our figure, our --only, PyTorch's callable, repeat, FLOP check)
-        ("builtin_unet_eval", "builtin_unet_eval", unet_eval(builtin_unet, 2, 16, 16, 64), args.repeat, True),
-        ("builtin_vae_decode", "builtin_vae_decode",
-         (lambda vae=zeroed(AutoencoderKL.from_config(builtin_vae_config())): vae.decode(torch.zeros(1, 4, 16, 16))),
-         args.repeat, False),
+        ("builtin_unet_eval", "builtin_unet_eval", unet_eval(builtin_unet, 2, side, 16, builtin_unet.config.cross_attention_dim), args.repeat, True),
+        ("builtin_vae_encode", "builtin_vae_encode", lambda: vae.encode(picture), args.repeat, False),
+        ("builtin_vae_decode", "builtin_vae_decode", lambda: vae.decode(latent), args.repeat, False),
         ("sd15_unet_eval_256", "sd15_unet_eval_256", unet_eval(sd15_unet, 1, 32, 77, 768), min(args.repeat, 3), True),
         ("sd15_vae_decode_256", "sd15_vae_decode_256",
          (lambda vae=zeroed(AutoencoderKL.from_config(SD15_VAE)): vae.decode(torch.zeros(1, 4, 32, 32))),
