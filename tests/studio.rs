@@ -82,7 +82,8 @@ fn the_first_start_graph_renders_a_picture_from_the_built_in_model() {
     wait(&mut h, "the first picture", settled);
     let picture = h.state().shown_picture().map(|p| (p.width, p.height, p.rgb.to_vec()));
     let Some((w, ht, rgb)) = picture else { panic!("no picture") };
-    assert_eq!((w, ht), (64, 64));
+    // The size follows the built-in model (128x128).
+    assert_eq!((w, ht), (128, 128));
     let mean = rgb.iter().map(|&v| f64::from(v)).sum::<f64>() / rgb.len() as f64;
     let var = rgb.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / rgb.len() as f64;
     assert!(var.sqrt() > 10.0, "a flat picture (std {})", var.sqrt());
@@ -111,6 +112,7 @@ fn a_painted_stroke_renders_an_sdedit_picture_that_changes_where_the_stroke_is()
         settled(app) && app.shown_picture().map(|p| p.key) != first
     });
     let before = h.state().shown_picture().map(|p| p.rgb.to_vec()).unwrap_or_default();
+    let side = h.state().shown_picture().map_or(0, |p| p.width);
     let rect = h.get_by_label("SDEdit canvas").rect();
     // A wide night-blue band across the top fifth (the sky in the first-start sketch).
     let y = rect.top() + rect.height() * 0.1;
@@ -126,11 +128,14 @@ fn a_painted_stroke_renders_an_sdedit_picture_that_changes_where_the_stroke_is()
         settled(app) && app.shown_picture().is_some_and(|p| p.rgb.to_vec() != before)
     });
     let after = h.state().shown_picture().map(|p| p.rgb.to_vec()).unwrap_or_default();
-    let top = mean_abs_diff(&before, &after, 64, 0..13);
-    let bottom = mean_abs_diff(&before, &after, 64, 44..64);
+    // The top fifth (under the stroke) and the bottom third (far from it).
+    let (fifth, third) = (side / 5, side * 2 / 3);
+    let top = mean_abs_diff(&before, &after, side, 0..fifth);
+    let bottom = mean_abs_diff(&before, &after, side, third..side);
     // The sky under the stroke turns toward the stroke's dark night blue.
-    let brightness =
-        |rgb: &[u8]| rgb[..13 * 64 * 3].iter().map(|&v| f64::from(v)).sum::<f64>() / (13.0 * 64.0 * 3.0);
+    let brightness = |rgb: &[u8]| {
+        rgb[..fifth * side * 3].iter().map(|&v| f64::from(v)).sum::<f64>() / (fifth * side * 3) as f64
+    };
     let darker = brightness(&before) - brightness(&after);
     eprintln!("change under the stroke {top:.1}, far from it {bottom:.1}, top darker by {darker:.1}");
     assert!(top > 1.3 * bottom && top > 10.0, "change under the stroke {top:.1}, far from it {bottom:.1}");

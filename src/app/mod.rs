@@ -63,6 +63,9 @@ impl Weighed for Picture {
     }
 }
 
+/// A picture being decoded or rasterised for an Output on the background worker.
+pub type Drawing = Pending<Result<crate::imageio::Rgb, String>>;
+
 /// A canvas's base picture: being decoded, or decoded (`None` when the file could not be read;
 /// the render reports why).
 enum BaseImage {
@@ -96,7 +99,7 @@ pub struct OutputState {
     pub wanted: Option<String>,
     /// The picture it shows without a render (a file, a canvas), and its decoding or
     /// rasterising on the background worker while that runs.
-    pub drawn: Option<(crate::engine::spec::ImageSpec, Option<Pending<Result<crate::imageio::Rgb, String>>>)>,
+    pub drawn: Option<(crate::engine::spec::ImageSpec, Option<Drawing>)>,
     /// The job rendering `wanted`, and whether it has started.
     pub job: Option<(JobId, bool)>,
 }

@@ -341,6 +341,50 @@ mod tests {
     }
 
     #[test]
+    fn graphs_the_earlier_studio_could_save_still_load() {
+        use crate::graph::node::{InterpolateNode, InvertNode};
+        // The earlier studio's controls, before values were checked when read (its
+        // ui/properties.rs): steps 1..=100, guidance 0..=15 (sampler) and 0..=10 (interpolate),
+        // eta and rescale 0..=1, strength 0.05..=1, frames 2..=32, brush radius 0.005..=0.25, stroke
+        // points clamped to the canvas with pressure 0.05..=1, seeds anything a u64 holds.
+        for high in [false, true] {
+            let pick = |low: f64, top: f64| if high { top } else { low };
+            let mut g = Graph::first_start();
+            for n in g.nodes.iter_mut() {
+                match &mut n.node {
+                    Node::Schedule(s) => (s.steps, s.eta) = (if high { 100 } else { 1 }, pick(0.0, 1.0)),
+                    Node::Sampler(s) => {
+                        (s.guidance, s.rescale) = (pick(0.0, 15.0), pick(0.0, 1.0));
+                        s.seed = if high { u64::MAX } else { 0 };
+                    }
+                    Node::Canvas(c) => {
+                        c.strength = pick(0.05, 1.0);
+                        c.brush.radius = pick(0.005, 0.25) as f32;
+                        let points = vec![[0.0, 0.0, 0.05], [1.0, 1.0, 1.0], [0.0, 1.0, 0.5]];
+                        c.push(crate::sketch::Stroke { points, ..c.brush.clone() });
+                    }
+                    _ => {}
+                }
+            }
+            let interpolate = InterpolateNode {
+                seed_a: if high { u64::MAX } else { 0 },
+                frames: if high { 32 } else { 2 },
+                position: pick(0.0, 1.0),
+                ..Default::default()
+            };
+            g.add(Node::Interpolate(interpolate), [0.0, 0.0]);
+            g.add(
+                Node::Invert(InvertNode { steps: if high { 100 } else { 1 }, guidance: pick(0.0, 10.0) }),
+                [0.0; 2],
+            );
+            let text = g.to_json();
+            let back = Graph::from_json(&text, "old.json");
+            assert!(back.as_ref().is_ok_and(|b| *b == g), "{:?}", back.err());
+            assert_eq!(g.validate(), Ok(()));
+        }
+    }
+
+    #[test]
     fn out_of_range_values_are_refused_naming_the_node_and_the_value() {
         let canvas = |points: &str| {
             format!(
