@@ -8,7 +8,8 @@
 //!
 //! `cargo test --test fuzz` runs a short round; the campaign runs `LATENT_STUDIO_FUZZ_CASES` cases
 //! per format (default 100000), each format stopping early after `LATENT_STUDIO_FUZZ_SECS` seconds
-//! when that is set:
+//! when that is set, and only the formats `LATENT_STUDIO_FUZZ_FORMATS` lists (comma-separated
+//! names as printed, without `fuzz_`) when that is set:
 //! `LATENT_STUDIO_FUZZ_CASES=100000 cargo test --release --test fuzz -- --ignored --nocapture`.
 
 use std::ops::ControlFlow;
@@ -512,9 +513,9 @@ fn model_case(rng: &mut Rng, dir: &Path, target: Target) -> Case {
 
 /// Runs `cases` seeded cases of every format (fewer where a format's `budget` of time runs out
 /// first); prints each format's executions; panics listing the failures with their seeds.
-fn campaign(cases: usize, first_seed: u64, budget: Option<Duration>) {
+fn campaign(cases: usize, first_seed: u64, budget: Option<Duration>, only: &[String]) {
     let mut failures = Vec::new();
-    for format in formats() {
+    for format in formats().into_iter().filter(|f| only.is_empty() || only.iter().any(|o| o == f.name)) {
         let dir = scratch(format.name);
         let start = Instant::now();
         let (mut ran, mut failed) = (0, 0);
@@ -545,7 +546,7 @@ fn campaign(cases: usize, first_seed: u64, budget: Option<Duration>) {
 
 #[test]
 fn every_format_survives_a_short_seeded_round() {
-    campaign(60, 0, None);
+    campaign(60, 0, None, &[]);
 }
 
 #[test]
@@ -554,5 +555,8 @@ fn campaign_of_every_format() {
     let number = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
     let cases = number("LATENT_STUDIO_FUZZ_CASES").unwrap_or(100_000) as usize;
     let budget = number("LATENT_STUDIO_FUZZ_SECS").map(Duration::from_secs);
-    campaign(cases, 1 << 32, budget);
+    let only: Vec<String> = std::env::var("LATENT_STUDIO_FUZZ_FORMATS")
+        .map(|v| v.split(',').map(str::trim).filter(|f| !f.is_empty()).map(String::from).collect())
+        .unwrap_or_default();
+    campaign(cases, 1 << 32, budget, &only);
 }

@@ -82,8 +82,8 @@ fn the_first_start_graph_renders_a_picture_from_the_built_in_model() {
     wait(&mut h, "the first picture", settled);
     let picture = h.state().shown_picture().map(|p| (p.width, p.height, p.rgb.to_vec()));
     let Some((w, ht, rgb)) = picture else { panic!("no picture") };
-    // The size follows the built-in model (128x128).
-    assert_eq!((w, ht), (128, 128));
+    // The size follows the built-in model.
+    assert_eq!((w, ht), (64, 64));
     let mean = rgb.iter().map(|&v| f64::from(v)).sum::<f64>() / rgb.len() as f64;
     let var = rgb.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / rgb.len() as f64;
     assert!(var.sqrt() > 10.0, "a flat picture (std {})", var.sqrt());
