@@ -177,9 +177,33 @@ impl egui_wgpu::CallbackTrait for PreviewCallback {
 }
 
 /// Installs the pipeline into eframe's renderer; returns whether GPU previews are available.
+/// Adapters without storage buffers in the fragment stage (wgpu's OpenGL backend, which a
+/// machine without Vulkan falls back to) keep the CPU previews instead of failing to build it.
 pub fn install(render_state: Option<&egui_wgpu::RenderState>) -> bool {
     let Some(state) = render_state else { return false };
+    if !supports_storage_buffers(&state.device.limits()) {
+        return false;
+    }
     let pipeline = PreviewPipeline::new(&state.device, state.target_format);
     state.renderer.write().callback_resources.insert(pipeline);
     true
+}
+
+/// Whether the preview shader's latent buffer (a read-only storage buffer read by the fragment
+/// stage) fits the device's limits.
+fn supports_storage_buffers(limits: &wgpu::Limits) -> bool {
+    limits.max_storage_buffers_per_shader_stage >= 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{supports_storage_buffers, wgpu};
+
+    #[test]
+    fn gl_class_limits_fall_back_to_cpu_previews() {
+        // wgpu's WebGL2 / GLES-class limits have no storage buffers; its defaults (Vulkan, Metal,
+        // DX12) do.
+        assert!(!supports_storage_buffers(&wgpu::Limits::downlevel_webgl2_defaults()));
+        assert!(supports_storage_buffers(&wgpu::Limits::default()));
+    }
 }
