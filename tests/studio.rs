@@ -251,7 +251,8 @@ fn a_saved_png_reopens_its_graph_and_autosave_restores_an_unsaved_graph() {
             })
         };
         h.state_mut().open_path(&png);
-        h.step();
+        // The file is read on the background worker; the graph replaces the edited one once read.
+        wait(&mut h, "the saved graph to open", |app| !app.busy() && app.graph.nodes.len() > 1);
         assert_eq!(prompt(h.state()).as_deref(), Some("sunset over snowy mountains with a lake"));
         // Edit again and drop the app without saving: the autosave keeps the edit.
         h.state_mut().edit_node_where(

@@ -14,22 +14,57 @@ fn is_png(path: &Path) -> bool {
 
 impl StudioApp {
     /// Opens a graph file or a PNG with a graph; errors say which file and why.
+    /// Opens a graph file or a PNG carrying a graph, read on the background worker (the graph
+    /// replaces the current one when it is read).
     pub fn open_path(&mut self, path: &Path) {
-        let graph = if is_png(path) {
-            match graph_in_png(path) {
-                Some(graph) => graph,
-                None => Err(format!("{} carries no Latent Studio graph", path.display())),
+        let file = path.to_path_buf();
+        self.read_file(path, move || {
+            let graph = if is_png(&file) {
+                match graph_in_png(&file) {
+                    Some(graph) => graph,
+                    None => Err(format!("{} carries no Latent Studio graph", file.display())),
+                }
+            } else {
+                Graph::load(&file).map_err(|e| e.to_string())
+            };
+            graph.map(|g| Reading::Graph(Box::new(g)))
+        });
+    }
+
+    /// Reads a file on the background worker; [`Self::poll_read_files`] acts on what it was.
+    fn read_file(&mut self, path: &Path, read: impl FnOnce() -> Result<Reading, String> + Send + 'static) {
+        let ctx = self.ctx.clone();
+        let pending = self.worker.submit(move || ctx.request_repaint(), read);
+        self.reading.push((path.to_path_buf(), pending));
+    }
+
+    /// Acts on the files the background worker finished reading: opens graphs, asks about
+    /// dropped PNGs with a graph, applies A1111 parameters, adds Image nodes; reports failures.
+    pub(super) fn poll_read_files(&mut self) {
+        let mut i = 0;
+        while i < self.reading.len() {
+            let Some(result) = self.reading[i].1.poll() else {
+                i += 1;
+                continue;
+            };
+            let (path, _) = self.reading.remove(i);
+            match result.map_err(|e| e.to_string()).and_then(|r| r) {
+                Ok(Reading::Graph(graph)) => {
+                    self.set_graph(*graph, true);
+                    self.fit_graph = true;
+                    self.notify(format!("opened {}", path.display()));
+                }
+                Ok(Reading::GraphPicture) => self.dropped_graph = Some(path),
+                Ok(Reading::Parameters(text)) => {
+                    let params = a1111::parse(&text);
+                    let mut graph = self.graph.clone();
+                    let changed = params.apply(graph.nodes.iter_mut().map(|n| &mut n.node));
+                    self.set_graph(graph, true);
+                    self.notify(format!("filled {changed} nodes from {}'s A1111 parameters", path.display()));
+                }
+                Ok(Reading::Picture) => self.insert_image_node(&path),
+                Err(e) => self.error(e),
             }
-        } else {
-            Graph::load(path).map_err(|e| e.to_string())
-        };
-        match graph {
-            Ok(graph) => {
-                self.set_graph(graph, true);
-                self.fit_graph = true;
-                self.notify(format!("opened {}", path.display()));
-            }
-            Err(e) => self.error(e),
         }
     }
 
@@ -173,49 +208,27 @@ impl StudioApp {
 
     /// A file dropped on the window: a PNG with our graph asks what to do; a PNG with A1111
     /// parameters fills the prompt and sampler; any other picture becomes an Image node.
+    /// Read on the background worker.
     pub fn drop_file(&mut self, path: &Path) {
-        if is_png(path) {
-            if graph_in_png(path).is_some() {
-                self.dropped_graph = Some(path.to_path_buf());
-                return;
+        let file = path.to_path_buf();
+        self.read_file(path, move || {
+            if is_png(&file) {
+                if graph_in_png(&file).is_some() {
+                    return Ok(Reading::GraphPicture);
+                }
+                let texts = read_png_text(&file).unwrap_or_default();
+                if let Some((_, text)) = texts.into_iter().find(|(k, _)| k == "parameters") {
+                    return Ok(Reading::Parameters(text));
+                }
             }
-            let texts = read_png_text(path).unwrap_or_default();
-            if let Some((_, text)) = texts.iter().find(|(k, _)| k == "parameters") {
-                let params = a1111::parse(text);
-                let mut graph = self.graph.clone();
-                let changed = params.apply(graph.nodes.iter_mut().map(|n| &mut n.node));
-                self.set_graph(graph, true);
-                self.notify(format!("filled {changed} nodes from {}'s A1111 parameters", path.display()));
-                return;
-            }
-        }
-        self.add_image_node(path);
+            read_picture(&file)
+        });
     }
 
     /// Reads `path` on the background worker; an Image node for it is added once it decoded.
     fn add_image_node(&mut self, path: &Path) {
-        let (file, ctx) = (path.to_path_buf(), self.ctx.clone());
-        let pending = self.worker.submit(
-            move || ctx.request_repaint(),
-            move || crate::imageio::read_image(&file).map(|_| ()).map_err(|e| e.to_string()),
-        );
-        self.checking.push((path.to_path_buf(), pending));
-    }
-
-    /// Adds an Image node for each picture file that finished decoding; reports the others.
-    pub(super) fn poll_checked_images(&mut self) {
-        let mut i = 0;
-        while i < self.checking.len() {
-            let Some(result) = self.checking[i].1.poll() else {
-                i += 1;
-                continue;
-            };
-            let (path, _) = self.checking.remove(i);
-            match result.map_err(|e| e.to_string()).and_then(|r| r) {
-                Ok(()) => self.insert_image_node(&path),
-                Err(e) => self.error(e),
-            }
-        }
+        let file = path.to_path_buf();
+        self.read_file(path, move || read_picture(&file));
     }
 
     fn insert_image_node(&mut self, path: &Path) {
@@ -263,6 +276,22 @@ impl StudioApp {
             None => {}
         }
     }
+}
+
+/// What a file handed to the studio turned out to be, read on the background worker.
+pub(super) enum Reading {
+    /// A graph to open.
+    Graph(Box<Graph>),
+    /// A dropped PNG carrying a graph: ask whether to open it or use the picture.
+    GraphPicture,
+    /// A dropped PNG's A1111 `parameters` text.
+    Parameters(String),
+    /// A picture that decodes: becomes an Image node.
+    Picture,
+}
+
+fn read_picture(path: &Path) -> Result<Reading, String> {
+    crate::imageio::read_image(path).map(|_| Reading::Picture).map_err(|e| e.to_string())
 }
 
 /// Writes a picture with its graph and parameters.

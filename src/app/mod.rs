@@ -153,8 +153,8 @@ pub struct StudioApp {
     base_images: HashMap<PathBuf, BaseImage>,
     /// Decoding and rasterising, off the UI thread.
     worker: Worker,
-    /// Picture files being read before an Image node is added for them.
-    checking: Vec<(PathBuf, Pending<Result<(), String>>)>,
+    /// Files being read (graphs to open, dropped files, pictures for new Image nodes).
+    reading: Vec<(PathBuf, Pending<Result<files::Reading, String>>)>,
     dirty: bool,
     last_autosave: Instant,
     message: Option<Message>,
@@ -226,7 +226,7 @@ impl StudioApp {
             canvas_views: HashMap::new(),
             base_images: HashMap::new(),
             worker: Worker::new(),
-            checking: Vec::new(),
+            reading: Vec::new(),
             dirty: false,
             last_autosave: Instant::now(),
             message: None,
@@ -338,11 +338,11 @@ impl StudioApp {
         self.graph.nodes.iter().find(|n| pred(&n.node)).map(|n| n.id)
     }
 
-    /// Whether any render or strip frame is queued or running, or a picture is being decoded or
-    /// rasterised for an Output or a new Image node.
+    /// Whether any render or strip frame is queued or running, a file is being read, or a
+    /// picture is being decoded or rasterised for an Output.
     pub fn busy(&self) -> bool {
         !self.jobs.is_empty()
-            || !self.checking.is_empty()
+            || !self.reading.is_empty()
             || self.outputs.values().any(|o| o.drawn.as_ref().is_some_and(|(_, pending)| pending.is_some()))
     }
 
@@ -353,7 +353,7 @@ impl StudioApp {
         self.ensure_engine(&ctx);
         self.poll_events(&ctx);
         self.poll_drawn();
-        self.poll_checked_images();
+        self.poll_read_files();
         self.handle_dropped_files(&ctx);
         self.shortcuts(&ctx);
         let mut dragging = false;
