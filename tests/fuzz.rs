@@ -9,7 +9,9 @@
 //! `cargo test --test fuzz` runs a short round; the campaign runs `LATENT_STUDIO_FUZZ_CASES` cases
 //! per format (default 100000), each format stopping early after `LATENT_STUDIO_FUZZ_SECS` seconds
 //! when that is set, and only the formats `LATENT_STUDIO_FUZZ_FORMATS` lists (comma-separated
-//! names as printed, without `fuzz_`) when that is set:
+//! names as printed, without `fuzz_`) when that is set; `LATENT_STUDIO_FUZZ_TRACE` prints each
+//! case's seed before it runs (for a case that takes the whole process down), and
+//! `LATENT_STUDIO_FUZZ_SEED` sets the first seed (default 2^32) to replay one:
 //! `LATENT_STUDIO_FUZZ_CASES=100000 cargo test --release --test fuzz -- --ignored --nocapture`.
 
 use std::ops::ControlFlow;
@@ -515,6 +517,8 @@ fn model_case(rng: &mut Rng, dir: &Path, target: Target) -> Case {
 /// first); prints each format's executions; panics listing the failures with their seeds.
 fn campaign(cases: usize, first_seed: u64, budget: Option<Duration>, only: &[String]) {
     let mut failures = Vec::new();
+    // Each case's seed on stderr before it runs, for a case that takes the process down.
+    let trace = std::env::var_os("LATENT_STUDIO_FUZZ_TRACE").is_some();
     for format in formats().into_iter().filter(|f| only.is_empty() || only.iter().any(|o| o == f.name)) {
         let dir = scratch(format.name);
         let start = Instant::now();
@@ -525,6 +529,9 @@ fn campaign(cases: usize, first_seed: u64, budget: Option<Duration>, only: &[Str
             }
             let seed = first_seed + i as u64;
             let mut rng = Rng(seed ^ 0xF022_5EED);
+            if trace {
+                eprintln!("{} seed {seed}", format.name);
+            }
             ran += 1;
             if let Outcome::Failed(why) = bounded((format.case)(&mut rng, &dir)) {
                 failed += 1;
@@ -558,5 +565,6 @@ fn campaign_of_every_format() {
     let only: Vec<String> = std::env::var("LATENT_STUDIO_FUZZ_FORMATS")
         .map(|v| v.split(',').map(str::trim).filter(|f| !f.is_empty()).map(String::from).collect())
         .unwrap_or_default();
-    campaign(cases, 1 << 32, budget, &only);
+    let first = number("LATENT_STUDIO_FUZZ_SEED").unwrap_or(1 << 32);
+    campaign(cases, first, budget, &only);
 }

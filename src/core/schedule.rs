@@ -28,6 +28,11 @@ pub enum BetaSchedule {
     Trained(Vec<f64>),
 }
 
+/// The most training timesteps a schedule may have: far above any model's (1000), and small
+/// enough that a config file's number cannot make the schedule's tables exhaust memory (the
+/// fuzzing campaign's `num_train_timesteps: 4294967296` asked for 16 GiB).
+pub const MAX_TRAIN_STEPS: usize = 100_000;
+
 /// A training noise schedule: `alphas_cumprod[t]` = alpha_bar at training timestep `t`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NoiseSchedule {
@@ -37,11 +42,13 @@ pub struct NoiseSchedule {
 impl NoiseSchedule {
     /// Builds the schedule of `train_steps` timesteps, optionally rescaled to zero terminal SNR.
     pub fn new(beta: &BetaSchedule, train_steps: usize, zero_terminal_snr: bool) -> Result<Self> {
-        if train_steps < 2 {
+        if !(2..=MAX_TRAIN_STEPS).contains(&train_steps) {
             return Err(CoreError::invalid(
                 "num_train_timesteps",
                 train_steps,
-                "a schedule needs at least 2 training timesteps",
+                format!(
+                    "a schedule has 2..={MAX_TRAIN_STEPS} training timesteps (diffusion models use 1000)"
+                ),
             ));
         }
         let mut betas = betas_f32(beta, train_steps)?;
@@ -196,6 +203,14 @@ fn rescale_zero_terminal_snr(betas: &[f32]) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_schedule_of_billions_of_timesteps_is_refused_before_any_table_is_built() {
+        let beta = BetaSchedule::ScaledLinear { start: 0.00085, end: 0.012 };
+        let e = NoiseSchedule::new(&beta, 1 << 32, false).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("num_train_timesteps") && e.contains("4294967296"), "{e}");
+        assert!(NoiseSchedule::new(&beta, MAX_TRAIN_STEPS, false).is_ok());
+    }
 
     #[test]
     fn alpha_bar_decreases_and_zero_snr_ends_at_zero() {

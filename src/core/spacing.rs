@@ -40,7 +40,8 @@ pub fn discrete_timesteps(
             .collect(),
         TimestepSpacing::Leading => {
             let ratio = train_steps / steps;
-            (0..steps).rev().map(|i| i * ratio + steps_offset).collect()
+            // A config's huge `steps_offset` saturates and is refused below, instead of overflowing.
+            (0..steps).rev().map(|i| (i * ratio).saturating_add(steps_offset)).collect()
         }
         TimestepSpacing::Trailing => trailing(steps, train_steps),
     };
@@ -157,6 +158,15 @@ pub fn sigma_plan(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_huge_steps_offset_is_refused_not_overflowed() {
+        let e = discrete_timesteps(TimestepSpacing::Leading, 20, 1000, usize::MAX)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("steps_offset"), "{e}");
+    }
 
     #[test]
     fn numpy_rounding_goes_to_even() {
