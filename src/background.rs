@@ -59,6 +59,14 @@ impl<T> Pending<T> {
     }
 }
 
+impl<T, E: std::fmt::Display> Pending<Result<T, E>> {
+    /// The result of work that can itself fail, once done: its error and the worker's as one
+    /// message.
+    pub fn poll_result(&self) -> Option<Result<T, String>> {
+        self.poll().map(|r| r.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string())))
+    }
+}
+
 impl Default for Worker {
     fn default() -> Self {
         Self::new()

@@ -43,12 +43,12 @@ impl StudioApp {
     pub(super) fn poll_read_files(&mut self) {
         let mut i = 0;
         while i < self.reading.len() {
-            let Some(result) = self.reading[i].1.poll() else {
+            let Some(result) = self.reading[i].1.poll_result() else {
                 i += 1;
                 continue;
             };
             let (path, _) = self.reading.remove(i);
-            match result.map_err(|e| e.to_string()).and_then(|r| r) {
+            match result {
                 Ok(Reading::Graph(graph)) => {
                     self.set_graph(*graph, true);
                     self.fit_graph = true;

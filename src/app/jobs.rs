@@ -188,9 +188,9 @@ impl StudioApp {
         let mut done = Vec::new();
         for (id, state) in self.outputs.iter_mut() {
             let Some((_, pending)) = state.drawn.as_mut() else { continue };
-            let Some(result) = pending.as_ref().and_then(Pending::poll) else { continue };
+            let Some(result) = pending.as_ref().and_then(Pending::poll_result) else { continue };
             *pending = None;
-            done.push((*id, result.map_err(|e| e.to_string()).and_then(|r| r)));
+            done.push((*id, result));
         }
         for (output, result) in done {
             match result {

@@ -546,8 +546,8 @@ impl StudioApp {
                 ))
             });
         if let BaseImage::Loading(pending) = entry {
-            let decoded = pending.poll()?;
-            *entry = BaseImage::Ready(decoded.ok().and_then(Result::ok).map(|rgb| Arc::new(rgb.data)));
+            let decoded = pending.poll_result()?;
+            *entry = BaseImage::Ready(decoded.ok().map(|rgb| Arc::new(rgb.data)));
         }
         match entry {
             BaseImage::Ready(base) => base.clone(),

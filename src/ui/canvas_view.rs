@@ -43,7 +43,12 @@ impl RasterKey {
     }
 
     fn matches(&self, canvas: &Canvas, base: Option<&Arc<Vec<u8>>>) -> bool {
-        self.strokes == canvas.strokes && self.background == canvas.background && self.base.as_ref() == base
+        // The base is compared by identity: the app hands the same decoded picture every frame.
+        let same_base = match (&self.base, base) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (a, b) => a.is_none() && b.is_none(),
+        };
+        same_base && self.background == canvas.background && self.strokes == canvas.strokes
     }
 }
 
