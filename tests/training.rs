@@ -25,6 +25,8 @@ fn a_short_run_writes_a_loadable_folder_and_resumes() {
         vae_steps: 2,
         vae_learning_rate: 5e-4,
         unet_steps: 2,
+        stroke_steps: 0,
+        stroke_learning_rate: 3e-4,
         decoder_steps: 0,
         decoder_learning_rate: 5e-4,
         gan_weight: 0.1,
@@ -58,6 +60,17 @@ fn a_short_run_writes_a_loadable_folder_and_resumes() {
     assert_eq!(state.scaling_factor, Some(scaling), "the latent scale is kept on resume");
     let log = std::fs::read_to_string(dir.join("loss.csv")).unwrap();
     assert_eq!(log.lines().count(), 5);
+
+    // The stroke stage goes on from the UNet stage's weights and logs under its own name.
+    opts.stroke_steps = 2;
+    let state = train(&opts, &mut |_| {}).unwrap();
+    assert_eq!((state.unet_step, state.stroke_step), (3, 2));
+    let log = std::fs::read_to_string(dir.join("loss.csv")).unwrap();
+    let last: Vec<&str> = log.lines().skip(5).collect();
+    assert!(
+        last.len() == 2 && last[0].starts_with("strokes,1,") && last[1].starts_with("strokes,2,"),
+        "{last:?}"
+    );
 
     // Decoder fine-tuning changes the decoder alone: the encoder, and so the latent space the UNet
     // learnt, stays as it was.

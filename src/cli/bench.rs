@@ -261,17 +261,17 @@ fn render_figures(
         pipeline.render(request, &mut |_| std::ops::ControlFlow::Continue(()))?;
         Ok(())
     };
+    let size = pipeline.image_size();
     if wanted("builtin_render") {
         let secs = median_secs(repeat, || render(&request))?;
         emit(
             "builtin_render_20_steps",
             secs * 1e3,
             "ms",
-            "DDIM 20 steps, guidance 5, text to 64x64 picture; goal <= 150",
+            &format!("DDIM 20 steps, guidance 5, text to {size}x{size} picture; goal <= 150"),
         );
     }
     if wanted("builtin_sdedit") {
-        let size = pipeline.image_size();
         let picture = Tensor::zeros((1, 3, size, size), DType::F32, &Device::Cpu)?;
         let sdedit = Request {
             init_image: Some(InitImage { image: picture, strength: 0.5, mask: None }),

@@ -79,6 +79,13 @@ pub struct TrainArgs {
     /// UNet and text-encoder steps.
     #[arg(long, default_value_t = 14000)]
     pub unet_steps: usize,
+    /// Steps of the stroke stage after the UNet's: half of each batch are stroke pictures of
+    /// their scenes, noised, with the scene as the answer, so SDEdit keeps what was painted.
+    #[arg(long, default_value_t = 2000)]
+    pub stroke_steps: usize,
+    /// Peak learning rate of the stroke stage.
+    #[arg(long, default_value_t = 3e-4)]
+    pub stroke_lr: f64,
     /// Decoder fine-tuning steps after the UNet (encoder frozen, so the UNet stays valid). Off by
     /// default: on the built-in design it has not sharpened the pictures yet (see the README).
     #[arg(long, default_value_t = 0)]
@@ -198,6 +205,8 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
         vae_steps: args.vae_steps,
         vae_learning_rate: args.vae_lr,
         unet_steps: args.unet_steps,
+        stroke_steps: args.stroke_steps,
+        stroke_learning_rate: args.stroke_lr,
         decoder_steps: args.decoder_steps,
         decoder_learning_rate: args.decoder_lr,
         gan_weight: args.gan_weight,
@@ -220,8 +229,8 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
     let state = crate::training::train::train(&opts, &mut report)
         .with_context(|| format!("training into {}", args.out.display()))?;
     eprintln!(
-        "done: {} autoencoder steps, {} UNet steps, {} decoder steps",
-        state.vae_step, state.unet_step, state.decoder_step
+        "done: {} autoencoder steps, {} UNet steps, {} stroke steps, {} decoder steps",
+        state.vae_step, state.unet_step, state.stroke_step, state.decoder_step
     );
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! `latent-studio train`: trains the built-in model in stages — the autoencoder on scene images,
-//! the UNet and text encoder on its latents (keeping a moving average of their weights), then the
-//! decoder alone against a discriminator — writing a diffusers-layout model folder with
+//! the UNet and text encoder on its latents (keeping a moving average of their weights), then on
+//! stroke pictures of the scenes as well (so SDEdit keeps what was painted), then the decoder alone against a discriminator — writing a diffusers-layout model folder with
 //! checkpoints, a loss log, and a state file so an interrupted run resumes.
 
 use std::io::Write;
@@ -67,6 +67,11 @@ pub struct TrainOptions {
     pub vae_learning_rate: f64,
     /// UNet and text-encoder steps.
     pub unet_steps: usize,
+    /// Steps of the stroke stage, after the UNet's: half of each batch are stroke pictures of
+    /// their scenes, noised, with the scene as the answer (see [`DiffusionStage::Strokes`]).
+    pub stroke_steps: usize,
+    /// Peak learning rate of the stroke stage.
+    pub stroke_learning_rate: f64,
     /// Decoder fine-tuning steps, run last: the encoder (and so the latent space the UNet learnt)
     /// stays frozen while the decoder learns to draw sharper pictures from it.
     pub decoder_steps: usize,
@@ -96,16 +101,101 @@ pub struct TrainState {
     pub vae_step: usize,
     /// UNet steps done.
     pub unet_step: usize,
+    /// Stroke-stage steps done.
+    pub stroke_step: usize,
     /// Decoder fine-tuning steps done.
     pub decoder_step: usize,
     /// 1 / std of the latents, measured when the UNet stage starts.
     pub scaling_factor: Option<f64>,
 }
 
+/// The two stages that train the UNet and the text encoder, one after the other with one moving
+/// average of their weights.
+#[derive(Debug, Clone, Copy)]
+enum DiffusionStage {
+    /// Denoising noised scenes: the model learns the scenes.
+    Scenes,
+    /// Half of each batch is a stroke picture of its scene (the scene's mean colours in blocks,
+    /// a few palette colours), noised from t = [`STROKE_T_MIN`] up, with the noise that makes the
+    /// scene the clean answer. SDEdit hands the model exactly such a noised painting; after the
+    /// first stage alone it answered with any scene of the caption, moving or dropping what was
+    /// painted (a lake band kept 4% of its contrast at strength 0.5).
+    Strokes,
+}
+
+impl DiffusionStage {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Scenes => "unet",
+            Self::Strokes => "strokes",
+        }
+    }
+
+    /// Steps the stage takes and its peak learning rate.
+    fn plan(self, opts: &TrainOptions) -> (usize, f64) {
+        match self {
+            Self::Scenes => (opts.unet_steps, opts.learning_rate),
+            Self::Strokes => (opts.stroke_steps, opts.stroke_learning_rate),
+        }
+    }
+
+    /// The state's count of steps done in this stage.
+    fn done(self, state: &mut TrainState) -> &mut usize {
+        match self {
+            Self::Scenes => &mut state.unet_step,
+            Self::Strokes => &mut state.stroke_step,
+        }
+    }
+
+    /// How many of a batch of `batch` are stroke pictures.
+    fn stroke_examples(self, batch: usize) -> usize {
+        match self {
+            Self::Scenes => 0,
+            Self::Strokes => batch / 2,
+        }
+    }
+
+    /// The first training seed of the stage (stages see different scenes).
+    fn seed_base(self) -> u64 {
+        match self {
+            Self::Scenes => TRAIN_SEED_BASE + (1 << 24),
+            Self::Strokes => TRAIN_SEED_BASE + (3 << 24),
+        }
+    }
+}
+
+/// The lowest timestep a stroke picture is noised to in the stroke stage (SDEdit strength 0.25):
+/// below it so little noise covers the strokes that their flat edges are what the picture shows.
+const STROKE_T_MIN: usize = 250;
+
+/// Stroke pictures of the first `count` of `images` (`[B, 3, H, W]` in [-1, 1]): blocks of 4, 8
+/// or 16 pixels in 3 to 8 colours, drawn from `seed`, the way a person blocks in a scene.
+fn stroke_pictures(images: &Tensor, count: usize, seed: u64) -> Result<Tensor, TrainError> {
+    use rayon::prelude::*;
+    let (_, _, h, w) = images.dims4()?;
+    let hwc = ((images.narrow(0, 0, count)?.permute((0, 2, 3, 1))? + 1.0)? * 0.5)?.contiguous()?;
+    let pixels: Vec<Vec<f32>> = (0..count)
+        .map(|i| hwc.get(i)?.flatten_all()?.to_vec1::<f32>())
+        .collect::<candle_core::Result<_>>()?;
+    let painted: Vec<f32> = pixels
+        .par_iter()
+        .enumerate()
+        .map(|(i, image)| {
+            let pick = (seed + i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+            let cell = [4, 8, 8, 16][(pick % 4) as usize];
+            let colours = 3 + (pick / 4 % 6) as usize;
+            crate::evaluation::strokes::strokes(image, w.min(h), cell, colours)
+        })
+        .flatten()
+        .map(|v| v * 2.0 - 1.0)
+        .collect();
+    Ok(Tensor::from_vec(painted, (count, h, w, 3), images.device())?.permute((0, 3, 1, 2))?.contiguous()?)
+}
+
 /// One progress report.
 #[derive(Debug, Clone)]
 pub struct Progress {
-    /// `vae`, `unet` or `decoder`.
+    /// `vae`, `unet`, `strokes` or `decoder`.
     pub stage: &'static str,
     /// Steps done in this stage.
     pub step: usize,
@@ -251,6 +341,22 @@ fn batch(
     Ok((images, ids))
 }
 
+/// `inputs` noised to the cumulative alphas `a` (`[B, 1, 1, 1]`) with `noise`, and the noise the
+/// UNet should predict there: the one that makes `targets` the clean latent, `(x_t − √a·target) /
+/// √(1 − a)`. Where the input is the target that is `noise` itself; for a stroke picture it turns
+/// the predicted clean latent into the scene's, so denoising a noised painting draws the scene it
+/// simplifies.
+fn noised_and_target(
+    inputs: &Tensor,
+    targets: &Tensor,
+    noise: &Tensor,
+    a: &Tensor,
+) -> candle_core::Result<(Tensor, Tensor)> {
+    let x_t = (inputs.broadcast_mul(&a.sqrt()?)? + noise.broadcast_mul(&(1.0 - a)?.sqrt()?)?)?;
+    let target = (noise + (inputs - targets)?.broadcast_mul(&(a / (1.0 - a)?)?.sqrt()?)?)?;
+    Ok((x_t, target))
+}
+
 /// Learning rate: linear warm-up over 100 steps, then cosine decay to a tenth at the end. A run
 /// resumed mid-stage (at step `first` > 0) starts with fresh optimizer moments, whose first updates
 /// are as large as the rate itself, so it warms up again over 50 steps.
@@ -369,62 +475,81 @@ pub fn train(opts: &TrainOptions, report: &mut dyn FnMut(&Progress)) -> Result<T
             s
         }
     };
-    let mut ema_unet = Ema::new(&unet_map, state.unet_step)?;
-    let mut ema_text = Ema::new(&text_map, state.unet_step)?;
+    let averaged = state.unet_step + state.stroke_step;
+    let mut ema_unet = Ema::new(&unet_map, averaged)?;
+    let mut ema_text = Ema::new(&text_map, averaged)?;
     if opts.resume && opts.out.join(UNET_RAW).exists() {
         ema_unet.load(&opts.out.join(UNET_WEIGHTS))?;
         ema_text.load(&opts.out.join(TEXT_WEIGHTS))?;
     }
-    let mut vars: Vec<Var> = unet_map.all_vars();
-    vars.extend(text_map.all_vars());
-    let mut opt =
-        AdamW::new(vars, ParamsAdamW { lr: opts.learning_rate, weight_decay: 0.0, ..Default::default() })?;
-    let mut meter = Meter::default();
-    let unet_first = state.unet_step;
     let pad = Tensor::full(PAD_ID, (1, MAX_TOKENS), &device)?;
-    while state.unet_step < opts.unet_steps {
-        let t0 = Instant::now();
-        let seed = TRAIN_SEED_BASE + (1 << 24) + (state.unet_step * opts.batch) as u64;
-        let (images, ids) = batch(seed, opts.batch, &tokenizer, &device)?;
+    for stage in [DiffusionStage::Scenes, DiffusionStage::Strokes] {
+        let (steps, peak) = stage.plan(opts);
+        if *stage.done(&mut state) >= steps {
+            continue;
+        }
+        let mut vars: Vec<Var> = unet_map.all_vars();
+        vars.extend(text_map.all_vars());
+        let mut opt = AdamW::new(vars, ParamsAdamW { lr: peak, weight_decay: 0.0, ..Default::default() })?;
+        let mut meter = Meter::default();
+        let first = *stage.done(&mut state);
         let b = opts.batch;
-        // Drop the caption of a share of examples so the model also learns the unconditional case.
-        let keep = Tensor::rand(0f32, 1.0, b, &device)?.ge(opts.uncond_share as f32)?.unsqueeze(1)?;
-        let ids = keep.broadcast_as(ids.shape())?.where_cond(&ids, &pad.broadcast_as(ids.shape())?)?;
-        let latents = (vae.encode(&images)?.detach() * scaling)?;
-        let t =
-            Tensor::rand(0f32, schedule.train_steps() as f32, b, &device)?.floor()?.clamp(0f32, 999f32)?;
-        let a = alphas.index_select(&t.to_dtype(DType::U32)?, 0)?.reshape((b, 1, 1, 1))?;
-        let noise = latents.randn_like(0.0, 1.0)?;
-        let x_t = (latents.broadcast_mul(&a.sqrt()?)? + noise.broadcast_mul(&(1.0 - &a)?.sqrt()?)?)?;
-        let context = text.forward(&ids)?;
-        let pred = unet.forward(&x_t, &t, &context)?;
-        let loss = (&pred - &noise)?.sqr()?.mean(D::Minus1)?.mean_all()?;
-        opt.set_learning_rate(learning_rate(
-            opts.learning_rate,
-            state.unet_step,
-            opts.unet_steps,
-            unet_first,
-        ));
-        opt.backward_step(&loss)?;
-        ema_unet.update()?;
-        ema_text.update()?;
-        state.unet_step += 1;
-        let value = f64::from(loss.to_scalar::<f32>()?);
-        meter.update(value, t0.elapsed().as_secs_f64());
-        io(&log_path, writeln!(log, "unet,{},{value}", state.unet_step))?;
-        report(&Progress {
-            stage: "unet",
-            step: state.unet_step,
-            total: opts.unet_steps,
-            loss: meter.loss,
-            secs_per_step: meter.secs,
-        });
-        if state.unet_step % opts.checkpoint_every == 0 || state.unet_step == opts.unet_steps {
-            save(&unet_map, &opts.out.join(UNET_RAW))?;
-            save(&text_map, &opts.out.join(TEXT_RAW))?;
-            ema_unet.save(&opts.out.join(UNET_WEIGHTS), DType::F32)?;
-            ema_text.save(&opts.out.join(TEXT_WEIGHTS), DType::F32)?;
-            write_json(&state_path, &state)?;
+        let strokes = stage.stroke_examples(b);
+        while *stage.done(&mut state) < steps {
+            let t0 = Instant::now();
+            let step = *stage.done(&mut state);
+            let seed = stage.seed_base() + (step * b) as u64;
+            let (images, ids) = batch(seed, b, &tokenizer, &device)?;
+            // Drop the caption of a share of examples so the model also learns the unconditional case.
+            let keep = Tensor::rand(0f32, 1.0, b, &device)?.ge(opts.uncond_share as f32)?.unsqueeze(1)?;
+            let ids = keep.broadcast_as(ids.shape())?.where_cond(&ids, &pad.broadcast_as(ids.shape())?)?;
+            let targets = (vae.encode(&images)?.detach() * scaling)?;
+            let inputs = if strokes > 0 {
+                let painted = stroke_pictures(&images, strokes, seed)?;
+                let rest = images.narrow(0, strokes, b - strokes)?;
+                (vae.encode(&Tensor::cat(&[painted, rest], 0)?)?.detach() * scaling)?
+            } else {
+                targets.clone()
+            };
+            // Stroke examples are noised from t = STROKE_T_MIN up: below it the strokes' own
+            // flat edges would be the right answer.
+            let lowest: Vec<f32> =
+                (0..b).map(|i| if i < strokes { STROKE_T_MIN as f32 } else { 0.0 }).collect();
+            let lowest = Tensor::from_vec(lowest, b, &device)?;
+            let span = ((lowest.ones_like()? * schedule.train_steps() as f64)? - &lowest)?;
+            let t = (Tensor::rand(0f32, 1.0, b, &device)? * span)?
+                .add(&lowest)?
+                .floor()?
+                .clamp(0f32, (schedule.train_steps() - 1) as f32)?;
+            let a = alphas.index_select(&t.to_dtype(DType::U32)?, 0)?.reshape((b, 1, 1, 1))?;
+            let noise = inputs.randn_like(0.0, 1.0)?;
+            let (x_t, target) = noised_and_target(&inputs, &targets, &noise, &a)?;
+            let context = text.forward(&ids)?;
+            let pred = unet.forward(&x_t, &t, &context)?;
+            let loss = (&pred - &target)?.sqr()?.mean(D::Minus1)?.mean_all()?;
+            opt.set_learning_rate(learning_rate(peak, step, steps, first));
+            opt.backward_step(&loss)?;
+            ema_unet.update()?;
+            ema_text.update()?;
+            *stage.done(&mut state) += 1;
+            let step = step + 1;
+            let value = f64::from(loss.to_scalar::<f32>()?);
+            meter.update(value, t0.elapsed().as_secs_f64());
+            io(&log_path, writeln!(log, "{},{step},{value}", stage.name()))?;
+            report(&Progress {
+                stage: stage.name(),
+                step,
+                total: steps,
+                loss: meter.loss,
+                secs_per_step: meter.secs,
+            });
+            if step.is_multiple_of(opts.checkpoint_every) || step == steps {
+                save(&unet_map, &opts.out.join(UNET_RAW))?;
+                save(&text_map, &opts.out.join(TEXT_RAW))?;
+                ema_unet.save(&opts.out.join(UNET_WEIGHTS), DType::F32)?;
+                ema_text.save(&opts.out.join(TEXT_WEIGHTS), DType::F32)?;
+                write_json(&state_path, &state)?;
+            }
         }
     }
     if state.decoder_step < opts.decoder_steps {
@@ -437,7 +562,7 @@ pub fn train(opts: &TrainOptions, report: &mut dyn FnMut(&Progress)) -> Result<T
                 save_as(map, &opts.out.join(rel), DType::F16)?;
             }
         }
-        if state.unet_step > 0 {
+        if state.unet_step + state.stroke_step > 0 {
             ema_unet.save(&opts.out.join(UNET_WEIGHTS), DType::F16)?;
             ema_text.save(&opts.out.join(TEXT_WEIGHTS), DType::F16)?;
         }
@@ -642,7 +767,31 @@ impl Meter {
 
 #[cfg(test)]
 mod tests {
-    use super::learning_rate;
+    use candle_core::{Device, Tensor};
+
+    use super::{learning_rate, noised_and_target};
+
+    #[test]
+    fn the_predicted_noise_of_a_stroke_example_makes_the_scene_the_clean_latent() {
+        let dev = Device::Cpu;
+        let input = Tensor::new(&[[[[0.5f32, -1.0]]], [[[2.0, 0.25]]]], &dev).unwrap();
+        let scene = Tensor::new(&[[[[0.5f32, -1.0]]], [[[-0.75, 1.5]]]], &dev).unwrap();
+        let noise = Tensor::new(&[[[[0.3f32, 1.2]]], [[[-0.4, 0.9]]]], &dev).unwrap();
+        let a = Tensor::new(&[0.8f32, 0.3], &dev).unwrap().reshape((2, 1, 1, 1)).unwrap();
+        let (x_t, eps) = noised_and_target(&input, &scene, &noise, &a).unwrap();
+        let flat = |t: Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        // DDIM's clean estimate from the target noise, by hand: (x_t − √(1−a)·eps) / √a.
+        let (x, e) = (flat(x_t), flat(eps));
+        for (i, want) in [0.5f32, -1.0, -0.75, 1.5].into_iter().enumerate() {
+            let alpha = if i < 2 { 0.8f32 } else { 0.3 };
+            let clean = (x[i] - (1.0 - alpha).sqrt() * e[i]) / alpha.sqrt();
+            assert!((clean - want).abs() < 1e-5, "element {i}: {clean} vs {want}");
+        }
+        // The first example is its own scene: the target is the noise itself.
+        assert!((e[0] - 0.3).abs() < 1e-6 && (e[1] - 1.2).abs() < 1e-6, "{e:?}");
+        // x_t is the input noised: √0.3·2 + √0.7·(−0.4).
+        assert!((x[2] - (0.3f32.sqrt() * 2.0 - 0.7f32.sqrt() * 0.4)).abs() < 1e-5, "{x:?}");
+    }
 
     #[test]
     fn the_rate_warms_up_decays_to_a_tenth_and_warms_up_again_on_resume() {
