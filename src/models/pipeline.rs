@@ -516,10 +516,8 @@ impl Pipeline {
     /// allowance.
     fn check_memory(&self, w: usize, h: usize, lw: usize, lh: usize) -> Result<(), PipelineError> {
         let Some(free) = available_memory_bytes() else { return Ok(()) };
-        let tokens = (lw * lh) as u128;
-        let elem = self.dtype.size_in_bytes() as u128;
-        let width = self.unet.config().block_out_channels.first().copied().unwrap_or(320) as u128;
-        let need = 2 * 8 * tokens * tokens * elem + 64 * 2 * width * tokens * elem;
+        let width = self.unet.config().block_out_channels.first().copied().unwrap_or(320);
+        let need = render_bytes(lw, lh, self.dtype.size_in_bytes(), width);
         if need > u128::from(free) {
             let gib = |b: u128| b as f64 / (1u64 << 30) as f64;
             return Err(PipelineError::Invalid {
@@ -666,4 +664,31 @@ fn available_memory_bytes() -> Option<u64> {
     let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
+}
+
+/// The bytes a render of an `lw`×`lh` latent needs by [`Pipeline::check_memory`]'s estimate:
+/// guided self-attention scores at full latent resolution (batch 2, at most 8 heads) plus an
+/// allowance for activations of a `width`-channel first level. Saturates instead of
+/// overflowing, so a size from a hostile config is refused rather than a panic (found by the
+/// fuzz campaign: a huge `sample_size` overflowed `lw * lh`).
+fn render_bytes(lw: usize, lh: usize, elem: usize, width: usize) -> u128 {
+    let tokens = (lw as u128).saturating_mul(lh as u128);
+    let (elem, width) = (elem as u128, width as u128);
+    tokens
+        .saturating_mul(tokens)
+        .saturating_mul(16 * elem)
+        .saturating_add(tokens.saturating_mul(128 * width * elem))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::render_bytes;
+
+    #[test]
+    fn the_memory_estimate_saturates_for_a_huge_latent_instead_of_overflowing() {
+        // 64x64 latent, f32, 320 channels: 16·4·4096² + 128·320·4·4096 bytes, by hand.
+        assert_eq!(render_bytes(64, 64, 4, 320), 16 * 4 * 4096 * 4096 + 128 * 320 * 4 * 4096);
+        assert_eq!(render_bytes(usize::MAX, usize::MAX, 4, 320), u128::MAX);
+        assert_eq!(render_bytes(1 << 40, 1 << 40, 2, 48), u128::MAX);
+    }
 }
