@@ -1,7 +1,8 @@
 //! `latent-studio train`: trains the built-in model in stages — the autoencoder on scene images,
 //! the UNet and text encoder on its latents (keeping a moving average of their weights), then on
-//! stroke pictures of the scenes as well (so SDEdit keeps what was painted), then the decoder alone against a discriminator — writing a diffusers-layout model folder with
-//! checkpoints, a loss log, and a state file so an interrupted run resumes.
+//! stroke pictures of the scenes as well (so SDEdit keeps what was painted), then the decoder
+//! alone against a discriminator — writing a diffusers-layout model folder with checkpoints, a
+//! loss log, and a state file so an interrupted run resumes.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -505,9 +506,9 @@ pub fn train(opts: &TrainOptions, report: &mut dyn FnMut(&Progress)) -> Result<T
             let ids = keep.broadcast_as(ids.shape())?.where_cond(&ids, &pad.broadcast_as(ids.shape())?)?;
             let targets = (vae.encode(&images)?.detach() * scaling)?;
             let inputs = if strokes > 0 {
-                let painted = stroke_pictures(&images, strokes, seed)?;
-                let rest = images.narrow(0, strokes, b - strokes)?;
-                (vae.encode(&Tensor::cat(&[painted, rest], 0)?)?.detach() * scaling)?
+                // Only the stroke pictures need encoding: the rest are their own targets.
+                let painted = (vae.encode(&stroke_pictures(&images, strokes, seed)?)?.detach() * scaling)?;
+                Tensor::cat(&[painted, targets.narrow(0, strokes, b - strokes)?], 0)?
             } else {
                 targets.clone()
             };
@@ -516,7 +517,7 @@ pub fn train(opts: &TrainOptions, report: &mut dyn FnMut(&Progress)) -> Result<T
             let lowest: Vec<f32> =
                 (0..b).map(|i| if i < strokes { STROKE_T_MIN as f32 } else { 0.0 }).collect();
             let lowest = Tensor::from_vec(lowest, b, &device)?;
-            let span = ((lowest.ones_like()? * schedule.train_steps() as f64)? - &lowest)?;
+            let span = lowest.affine(-1.0, schedule.train_steps() as f64)?;
             let t = (Tensor::rand(0f32, 1.0, b, &device)? * span)?
                 .add(&lowest)?
                 .floor()?
