@@ -46,6 +46,26 @@ fn unet_keeps_the_shape_takes_per_item_timesteps_and_trains() {
     assert!(missing.is_empty(), "no gradient for {missing:?}");
 }
 
+/// Configs the fuzz campaign made (seeds 2^32+27424, +19074, +19981 of `model_json`): each
+/// overflowed a size in debug builds before it was refused by name.
+#[test]
+fn a_hostile_unet_config_is_refused_naming_the_field() {
+    let dev = Device::Cpu;
+    let cases: [(&str, UNetConfig); 5] = [
+        ("block_out_channels", UNetConfig { block_out_channels: vec![1 << 62, 16], ..tiny_unet() }),
+        ("downsample_padding", UNetConfig { downsample_padding: 1 << 62, ..tiny_unet() }),
+        ("cross_attention_dim", UNetConfig { cross_attention_dim: 0, ..tiny_unet() }),
+        ("attention_head_dim", UNetConfig { attention_head_dim: HeadCount::One(0), ..tiny_unet() }),
+        ("levels", UNetConfig { layers_per_block: 1 << 40, ..tiny_unet() }),
+    ];
+    for (field, config) in cases {
+        let map = VarMap::new();
+        let err = UNet::new(&config, VarBuilder::from_varmap(&map, DType::F32, &dev)).err();
+        let message = err.map(|e| e.to_string()).unwrap_or_default();
+        assert!(message.contains(field), "{field}: {message:?}");
+    }
+}
+
 #[test]
 fn vae_downscales_by_its_factor_and_trains() {
     let dev = Device::Cpu;

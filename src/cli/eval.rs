@@ -133,6 +133,13 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     report_accuracy("adherence", &adherence, "generated from the scenes' captions; goal >= 0.85");
 
     let gaussian_b = judge.gaussian(&images_b)?;
+    // The floor the UNet works above: the autoencoder's own decodings against fresh scenes.
+    emit(
+        "frechet_autoencoder",
+        frechet_distance(&judge.gaussian(&decoded)?, &gaussian_b),
+        "",
+        &format!("{n} scenes encoded and decoded vs {n} fresh scenes"),
+    );
     let fd_generated = frechet_distance(&judge.gaussian(&generated)?, &gaussian_b);
     let fd_real = frechet_distance(&judge.gaussian(&images_a)?, &gaussian_b);
     emit(

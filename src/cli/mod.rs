@@ -81,7 +81,7 @@ pub struct TrainArgs {
     pub unet_steps: usize,
     /// Steps of the stroke stage after the UNet's: half of each batch are stroke pictures of
     /// their scenes, noised, with the scene as the answer, so SDEdit keeps what was painted.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 4000)]
     pub stroke_steps: usize,
     /// Peak learning rate of the stroke stage.
     #[arg(long, default_value_t = 3e-4)]

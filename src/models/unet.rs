@@ -275,20 +275,66 @@ fn is_cross_attn(block_type: &str) -> Result<bool> {
     }
 }
 
+/// The widest layer a config may ask for: beyond any released UNet (SDXL's widest is 1280), and
+/// small enough that no size computed from it overflows.
+const MAX_CHANNELS: usize = 1 << 14;
+/// The most resolution levels, and resnets per level, a config may ask for.
+const MAX_LEVELS: usize = 8;
+
+impl UNetConfig {
+    /// Refuses what this network cannot build before anything is allocated, naming the field:
+    /// a hostile `config.json` (huge or zero widths, paddings) must end in an error, not in an
+    /// overflow or an allocation the size of the address space.
+    fn check(&self) -> Result<()> {
+        let bad = |why: String| Err(candle_core::Error::Msg(format!("UNet config: {why}")));
+        let ch = &self.block_out_channels;
+        let levels = ch.len();
+        if levels == 0 || self.down_block_types.len() != levels || self.up_block_types.len() != levels {
+            return bad(format!(
+                "{} block_out_channels, {} down blocks and {} up blocks must agree and be non-empty",
+                levels,
+                self.down_block_types.len(),
+                self.up_block_types.len()
+            ));
+        }
+        let widths = [
+            ("in_channels", self.in_channels),
+            ("out_channels", self.out_channels),
+            ("cross_attention_dim", self.cross_attention_dim),
+            ("norm_num_groups", self.norm_num_groups),
+        ];
+        for (name, value) in widths.into_iter().chain(ch.iter().map(|&c| ("block_out_channels", c))) {
+            if !(1..=MAX_CHANNELS).contains(&value) {
+                return bad(format!("{name} {value} is outside 1..={MAX_CHANNELS}"));
+            }
+        }
+        if levels > MAX_LEVELS || !(1..=MAX_LEVELS).contains(&self.layers_per_block) {
+            return bad(format!(
+                "{levels} levels of {} resnets: each must be within 1..={MAX_LEVELS}",
+                self.layers_per_block
+            ));
+        }
+        if self.downsample_padding > 1 {
+            return bad(format!("downsample_padding {} is not 0 or 1", self.downsample_padding));
+        }
+        if let Some(level) = (0..levels).find(|&i| !(1..=ch[i]).contains(&self.attention_head_dim.at(i))) {
+            return bad(format!(
+                "attention_head_dim {} at level {level} is outside 1..={} (its channels)",
+                self.attention_head_dim.at(level),
+                ch[level]
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl UNet {
     /// Builds the network from `config`, with weights from `vb` (diffusers' names).
     pub fn new(config: &UNetConfig, vb: VarBuilder) -> Result<Self> {
+        config.check()?;
         let c = config;
         let ch = &c.block_out_channels;
         let levels = ch.len();
-        if levels == 0 || c.down_block_types.len() != levels || c.up_block_types.len() != levels {
-            return Err(candle_core::Error::Msg(format!(
-                "UNet config: {} block_out_channels, {} down blocks and {} up blocks must agree and be non-empty",
-                levels,
-                c.down_block_types.len(),
-                c.up_block_types.len()
-            )));
-        }
         let temb = ch[0] * 4;
         let tvb = vb.pp("time_embedding");
         let time = TimeEmbedding {

@@ -120,7 +120,8 @@ enum DiffusionStage {
     /// a few palette colours), noised from t = [`STROKE_T_MIN`] up, with the noise that makes the
     /// scene the clean answer. SDEdit hands the model exactly such a noised painting; after the
     /// first stage alone it answered with any scene of the caption, moving or dropping what was
-    /// painted (a lake band kept 4% of its contrast at strength 0.5).
+    /// painted (a lake band kept 4% of its contrast at strength 0.5). Half of the stroke pictures
+    /// carry another scene's caption ([`caption_order`]).
     Strokes,
 }
 
@@ -169,8 +170,21 @@ impl DiffusionStage {
 /// below it so little noise covers the strokes that their flat edges are what the picture shows.
 const STROKE_T_MIN: usize = 250;
 
-/// Stroke pictures of the first `count` of `images` (`[B, 3, H, W]` in [-1, 1]): blocks of 4, 8
-/// or 16 pixels in 3 to 8 colours, drawn from `seed`, the way a person blocks in a scene.
+/// Which example's caption each of a batch of `batch` is trained with, when its first `strokes`
+/// are stroke pictures: the first half of those take the caption of a scene from the rest of
+/// the batch, so their strokes and caption disagree, and the answer is still the scene the
+/// strokes were painted from. Paint that contradicts the prompt (a night-blue sky on "sunset")
+/// is then kept, as SDEdit promises, rather than painted over with the caption's colours; with
+/// captions that always agreed the model learnt to correct the paint toward the caption.
+fn caption_order(batch: usize, strokes: usize, device: &Device) -> candle_core::Result<Tensor> {
+    let order: Vec<u32> = (0..batch)
+        .map(|i| if i < strokes / 2 && strokes + i < batch { strokes + i } else { i } as u32)
+        .collect();
+    Tensor::from_vec(order, batch, device)
+}
+
+/// Stroke pictures of the first `count` of `images` (`[B, 3, H, W]` in [-1, 1]): blocks of 2, 4,
+/// 8 or 16 pixels in 3 to 8 colours, drawn from `seed`, the way a person blocks in a scene.
 fn stroke_pictures(images: &Tensor, count: usize, seed: u64) -> Result<Tensor, TrainError> {
     use rayon::prelude::*;
     let (_, _, h, w) = images.dims4()?;
@@ -183,7 +197,7 @@ fn stroke_pictures(images: &Tensor, count: usize, seed: u64) -> Result<Tensor, T
         .enumerate()
         .map(|(i, image)| {
             let pick = (seed + i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
-            let cell = [4, 8, 8, 16][(pick % 4) as usize];
+            let cell = [2, 4, 8, 16][(pick % 4) as usize];
             let colours = 3 + (pick / 4 % 6) as usize;
             crate::evaluation::strokes::strokes(image, w.min(h), cell, colours)
         })
@@ -501,6 +515,8 @@ pub fn train(opts: &TrainOptions, report: &mut dyn FnMut(&Progress)) -> Result<T
             let step = *stage.done(&mut state);
             let seed = stage.seed_base() + (step * b) as u64;
             let (images, ids) = batch(seed, b, &tokenizer, &device)?;
+            let ids =
+                if strokes > 0 { ids.index_select(&caption_order(b, strokes, &device)?, 0)? } else { ids };
             // Drop the caption of a share of examples so the model also learns the unconditional case.
             let keep = Tensor::rand(0f32, 1.0, b, &device)?.ge(opts.uncond_share as f32)?.unsqueeze(1)?;
             let ids = keep.broadcast_as(ids.shape())?.where_cond(&ids, &pad.broadcast_as(ids.shape())?)?;
@@ -770,7 +786,19 @@ impl Meter {
 mod tests {
     use candle_core::{Device, Tensor};
 
-    use super::{learning_rate, noised_and_target};
+    use super::{caption_order, learning_rate, noised_and_target};
+
+    #[test]
+    fn half_the_stroke_pictures_take_a_scene_caption_from_the_other_half_of_the_batch() {
+        let order = |b, s| caption_order(b, s, &Device::Cpu).unwrap().to_vec1::<u32>().unwrap();
+        // Batch 8, 4 strokes: strokes 0 and 1 borrow scenes 4 and 5's captions.
+        assert_eq!(order(8, 4), [4, 5, 2, 3, 4, 5, 6, 7]);
+        // Batch 5, 2 strokes: stroke 0 borrows scene 2's.
+        assert_eq!(order(5, 2), [2, 1, 2, 3, 4]);
+        // No stroke pictures, or a batch of one: every example keeps its own caption.
+        assert_eq!(order(4, 0), [0, 1, 2, 3]);
+        assert_eq!(order(1, 0), [0]);
+    }
 
     #[test]
     fn the_predicted_noise_of_a_stroke_example_makes_the_scene_the_clean_latent() {
