@@ -3,6 +3,7 @@
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use latent_studio::models::clip::{ClipTextConfig, ClipTextModel};
+use latent_studio::models::tiny_vae::{TinyVae, TinyVaeConfig};
 use latent_studio::models::unet::{HeadCount, UNet, UNetConfig};
 use latent_studio::models::vae::{Vae, VaeConfig};
 
@@ -51,18 +52,62 @@ fn unet_keeps_the_shape_takes_per_item_timesteps_and_trains() {
 #[test]
 fn a_hostile_unet_config_is_refused_naming_the_field() {
     let dev = Device::Cpu;
-    let cases: [(&str, UNetConfig); 5] = [
+    let cases: [(&str, UNetConfig); 6] = [
         ("block_out_channels", UNetConfig { block_out_channels: vec![1 << 62, 16], ..tiny_unet() }),
         ("downsample_padding", UNetConfig { downsample_padding: 1 << 62, ..tiny_unet() }),
         ("cross_attention_dim", UNetConfig { cross_attention_dim: 0, ..tiny_unet() }),
         ("attention_head_dim", UNetConfig { attention_head_dim: HeadCount::One(0), ..tiny_unet() }),
-        ("levels", UNetConfig { layers_per_block: 1 << 40, ..tiny_unet() }),
+        ("layers_per_block", UNetConfig { layers_per_block: 1 << 40, ..tiny_unet() }),
+        // Seed 2^32+42789: the default size, sample_size times the VAE factor, overflowed.
+        ("sample_size", UNetConfig { sample_size: 1 << 62, ..tiny_unet() }),
     ];
     for (field, config) in cases {
         let map = VarMap::new();
         let err = UNet::new(&config, VarBuilder::from_varmap(&map, DType::F32, &dev)).err();
         let message = err.map(|e| e.to_string()).unwrap_or_default();
         assert!(message.contains(field), "{field}: {message:?}");
+    }
+}
+
+/// Autoencoder configs of the same class (seed 2^32+35164 of `model_json`: a huge
+/// `latent_channels` overflowed `2 * latent_channels` building the encoder's last convolution).
+#[test]
+fn a_hostile_autoencoder_config_is_refused_naming_the_field() {
+    let dev = Device::Cpu;
+    let kl = [
+        ("latent_channels", VaeConfig { latent_channels: 1 << 62, ..VaeConfig::default() }),
+        ("block_out_channels", VaeConfig { block_out_channels: vec![], ..VaeConfig::default() }),
+        ("layers_per_block", VaeConfig { layers_per_block: 1 << 40, ..VaeConfig::default() }),
+        ("norm_num_groups", VaeConfig { norm_num_groups: 0, ..VaeConfig::default() }),
+    ];
+    for (field, config) in kl {
+        let map = VarMap::new();
+        let err = Vae::new(&config, VarBuilder::from_varmap(&map, DType::F32, &dev)).err();
+        let message = err.map(|e| e.to_string()).unwrap_or_default();
+        assert!(message.contains("VAE config") && message.contains(field), "{field}: {message:?}");
+    }
+    let tiny = [
+        ("latent_channels", TinyVaeConfig { latent_channels: 1 << 62, ..TinyVaeConfig::default() }),
+        (
+            "encoder_block_out_channels",
+            TinyVaeConfig {
+                encoder_block_out_channels: vec![64, 64, 64, 1 << 50],
+                ..TinyVaeConfig::default()
+            },
+        ),
+        (
+            "num_decoder_blocks",
+            TinyVaeConfig { num_decoder_blocks: vec![3, 3, 3, 1 << 40], ..TinyVaeConfig::default() },
+        ),
+    ];
+    for (field, config) in tiny {
+        let map = VarMap::new();
+        let err = TinyVae::new(&config, VarBuilder::from_varmap(&map, DType::F32, &dev)).err();
+        let message = err.map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            message.contains("AutoencoderTiny config") && message.contains(field),
+            "{field}: {message:?}"
+        );
     }
 }
 

@@ -83,7 +83,7 @@ fn the_first_start_graph_renders_a_picture_from_the_built_in_model() {
     let picture = h.state().shown_picture().map(|p| (p.width, p.height, p.rgb.to_vec()));
     let Some((w, ht, rgb)) = picture else { panic!("no picture") };
     // The size follows the built-in model.
-    assert_eq!((w, ht), (64, 64));
+    assert_eq!((w, ht), (128, 128));
     let mean = rgb.iter().map(|&v| f64::from(v)).sum::<f64>() / rgb.len() as f64;
     let var = rgb.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / rgb.len() as f64;
     assert!(var.sqrt() > 10.0, "a flat picture (std {})", var.sqrt());

@@ -3,6 +3,7 @@
 pub mod autoencoder;
 pub mod clip;
 pub mod clip_tokenizer;
+pub mod config_limits;
 pub mod conv_train;
 pub mod fast_conv;
 pub mod fast_math;

@@ -12,6 +12,7 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
+use super::config_limits::{within, MAX_CHANNELS, MAX_LEVELS};
 use super::layers::{conv, conv_no_bias, Conv2d};
 
 /// The fields of a diffusers `AutoencoderTiny` `config.json` this network reads, plus our
@@ -88,12 +89,21 @@ impl TinyVaeConfig {
         if dec.len() != enc.len() || dec.len() != self.num_decoder_blocks.len() {
             return bad("the decoder needs as many levels as the encoder".into());
         }
-        if enc.iter().chain(dec).any(|&c| c == 0)
-            || self.latent_channels == 0
-            || self.in_channels == 0
-            || self.out_channels == 0
+        let widths = [
+            ("in_channels", self.in_channels),
+            ("out_channels", self.out_channels),
+            ("latent_channels", self.latent_channels),
+        ];
+        let levels = enc.iter().map(|&c| ("encoder_block_out_channels", c));
+        let levels = levels.chain(dec.iter().map(|&c| ("decoder_block_out_channels", c)));
+        for (name, value) in widths.into_iter().chain(levels) {
+            within("AutoencoderTiny", name, value, MAX_CHANNELS)?;
+        }
+        within("AutoencoderTiny", "the length of encoder_block_out_channels", enc.len(), MAX_LEVELS)?;
+        let blocks = self.num_encoder_blocks.iter().map(|&b| ("num_encoder_blocks", b));
+        for (name, value) in blocks.chain(self.num_decoder_blocks.iter().map(|&b| ("num_decoder_blocks", b)))
         {
-            return bad("channel counts must be positive".into());
+            within("AutoencoderTiny", name, value, MAX_LEVELS)?;
         }
         if self.act_fn != "relu" {
             return bad(format!("act_fn `{}` is not supported (relu)", self.act_fn));

@@ -7,6 +7,7 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
+use super::config_limits::{within, MAX_CHANNELS, MAX_LATENT_SIDE, MAX_LEVELS};
 use super::gemm::plain_f32;
 use super::layers::{
     attention, conv, geglu, group_norm, linear, linear_no_bias, swap_last_two, Conv2d, GroupNorm, LayerNorm,
@@ -275,12 +276,6 @@ fn is_cross_attn(block_type: &str) -> Result<bool> {
     }
 }
 
-/// The widest layer a config may ask for: beyond any released UNet (SDXL's widest is 1280), and
-/// small enough that no size computed from it overflows.
-const MAX_CHANNELS: usize = 1 << 14;
-/// The most resolution levels, and resnets per level, a config may ask for.
-const MAX_LEVELS: usize = 8;
-
 impl UNetConfig {
     /// Refuses what this network cannot build before anything is allocated, naming the field:
     /// a hostile `config.json` (huge or zero widths, paddings) must end in an error, not in an
@@ -304,16 +299,11 @@ impl UNetConfig {
             ("norm_num_groups", self.norm_num_groups),
         ];
         for (name, value) in widths.into_iter().chain(ch.iter().map(|&c| ("block_out_channels", c))) {
-            if !(1..=MAX_CHANNELS).contains(&value) {
-                return bad(format!("{name} {value} is outside 1..={MAX_CHANNELS}"));
-            }
+            within("UNet", name, value, MAX_CHANNELS)?;
         }
-        if levels > MAX_LEVELS || !(1..=MAX_LEVELS).contains(&self.layers_per_block) {
-            return bad(format!(
-                "{levels} levels of {} resnets: each must be within 1..={MAX_LEVELS}",
-                self.layers_per_block
-            ));
-        }
+        within("UNet", "the length of block_out_channels", levels, MAX_LEVELS)?;
+        within("UNet", "layers_per_block", self.layers_per_block, MAX_LEVELS)?;
+        within("UNet", "sample_size", self.sample_size, MAX_LATENT_SIDE)?;
         if self.downsample_padding > 1 {
             return bad(format!("downsample_padding {} is not 0 or 1", self.downsample_padding));
         }

@@ -5,6 +5,7 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
+use super::config_limits::{within, MAX_CHANNELS, MAX_LEVELS};
 use super::layers::{attention, conv, group_norm, linear, Conv2d, GroupNorm, Linear, Resnet};
 
 /// The fields of a diffusers VAE `config.json` this network reads.
@@ -53,7 +54,24 @@ impl Default for VaeConfig {
 impl VaeConfig {
     /// How many image pixels one latent pixel covers along each side.
     pub fn downscale(&self) -> usize {
-        1 << self.block_out_channels.len().saturating_sub(1)
+        1 << self.block_out_channels.len().saturating_sub(1).min(usize::BITS as usize - 1)
+    }
+
+    /// Refuses what this network cannot build before anything is allocated, naming the field.
+    fn check(&self) -> Result<()> {
+        let widths = [
+            ("in_channels", self.in_channels),
+            ("out_channels", self.out_channels),
+            ("latent_channels", self.latent_channels),
+            ("norm_num_groups", self.norm_num_groups),
+        ];
+        for (name, value) in
+            widths.into_iter().chain(self.block_out_channels.iter().map(|&c| ("block_out_channels", c)))
+        {
+            within("VAE", name, value, MAX_CHANNELS)?;
+        }
+        within("VAE", "the length of block_out_channels", self.block_out_channels.len(), MAX_LEVELS)?;
+        within("VAE", "layers_per_block", self.layers_per_block, MAX_LEVELS)
     }
 }
 
@@ -141,12 +159,10 @@ pub struct Vae {
 impl Vae {
     /// Builds the autoencoder from `config` with weights from `vb` (diffusers' names).
     pub fn new(config: &VaeConfig, vb: VarBuilder) -> Result<Self> {
+        config.check()?;
         let c = config;
         let ch = &c.block_out_channels;
         let (g, n, lat) = (c.norm_num_groups, ch.len(), c.latent_channels);
-        if n == 0 {
-            return Err(candle_core::Error::Msg("VAE config: block_out_channels is empty".into()));
-        }
         let e = vb.pp("encoder");
         let mut enc_levels = Vec::with_capacity(n);
         let mut in_c = ch[0];
