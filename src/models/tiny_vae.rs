@@ -380,7 +380,7 @@ mod tests {
             (TinyVaeConfig { act_fn: "gelu".into(), ..Default::default() }, "act_fn"),
             (TinyVaeConfig { num_decoder_blocks: vec![1], ..Default::default() }, "decoder"),
             (TinyVaeConfig { patch_size: 0, ..Default::default() }, "patch_size"),
-            (TinyVaeConfig { latent_channels: 0, ..Default::default() }, "positive"),
+            (TinyVaeConfig { latent_channels: 0, ..Default::default() }, "latent_channels"),
         ] {
             let err = TinyVae::new(&config, VarBuilder::zeros(DType::F32, &dev)).unwrap_err().to_string();
             assert!(err.contains(word), "{err}");
