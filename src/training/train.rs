@@ -118,10 +118,10 @@ enum DiffusionStage {
     Scenes,
     /// Half of each batch is a stroke picture of its scene (the scene's mean colours in blocks,
     /// a few palette colours), noised to t in [`STROKE_T_MIN`, [`STROKE_T_MAX`]), with the noise
-    /// that makes the scene the clean answer. SDEdit hands the model exactly such a noised painting; after the
-    /// first stage alone it answered with any scene of the caption, moving or dropping what was
-    /// painted (a lake band kept 4% of its contrast at strength 0.5). Half of the stroke pictures
-    /// carry another scene's caption ([`caption_order`]).
+    /// that makes the scene the clean answer. SDEdit hands the model exactly such a noised
+    /// painting; after the first stage alone it answered with any scene of the caption, moving or
+    /// dropping what was painted (a lake band kept 4% of its contrast at strength 0.5). Half of the
+    /// stroke pictures carry another scene's caption ([`caption_order`]).
     Strokes,
 }
 
