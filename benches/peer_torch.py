@@ -14,6 +14,7 @@ Not part of CI: it needs PyTorch (about 3 GB of wheels) and a few minutes of a q
 """
 
 import argparse
+import inspect
 import json
 import pathlib
 import statistics
@@ -67,7 +68,8 @@ class PatchedTiny(torch.nn.Module):
     def __init__(self, config):
         super().__init__()
         self.patch = config.get("patch_size", 1)
-        known = AutoencoderTiny.__init__.__code__.co_varnames
+        # The signature, not `__code__`: diffusers wraps `__init__` in `register_to_config`.
+        known = inspect.signature(AutoencoderTiny.__init__).parameters
         tiny = {k: v for k, v in config.items() if k in known}
         tiny["in_channels"] = config["in_channels"] * self.patch**2
         tiny["out_channels"] = config["out_channels"] * self.patch**2
