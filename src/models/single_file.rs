@@ -209,7 +209,8 @@ fn vae_name(key: &str, levels: usize) -> Option<(String, Transform)> {
         let (i, s) = s.split_once('.')?;
         let i: usize = i.parse().ok()?;
         let (blocks, level) =
-            if rest.starts_with("down.") { ("down_blocks", i) } else { ("up_blocks", levels - 1 - i) };
+            // An `up.N` beyond the file's levels maps to nothing (fuzz seed 2^32 + 215548).
+            if rest.starts_with("down.") { ("down_blocks", i) } else { ("up_blocks", levels.checked_sub(i + 1)?) };
         if let Some(s) = s.strip_prefix("block.") {
             let (j, r) = s.split_once('.')?;
             format!("{blocks}.{level}.resnets.{j}.{}", r.replace("nin_shortcut", "conv_shortcut"))
@@ -503,4 +504,25 @@ pub fn convert<'a>(path: &Path, dtype: DType, device: &'a Device) -> Result<Conv
         vae_weights: backend(vae_names),
         text_weights: backend(text_names),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::vae_name;
+
+    #[test]
+    fn ldm_up_levels_count_down_from_the_last_and_one_past_them_maps_to_nothing() {
+        let name = |key: &str| vae_name(key, 4).map(|(name, _)| name);
+        // LDM numbers the decoder's levels coarsest last; diffusers' up_blocks coarsest first.
+        assert_eq!(
+            name("decoder.up.0.block.1.conv1.weight").as_deref(),
+            Some("decoder.up_blocks.3.resnets.1.conv1.weight")
+        );
+        assert_eq!(
+            name("decoder.up.3.upsample.conv.bias").as_deref(),
+            Some("decoder.up_blocks.0.upsamplers.0.conv.bias")
+        );
+        assert_eq!(name("decoder.up.4.block.0.conv1.weight"), None);
+        assert_eq!(name("decoder.up.99999.block.0.conv1.weight"), None);
+    }
 }
