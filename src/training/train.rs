@@ -534,8 +534,8 @@ pub fn train(opts: &TrainOptions, report: &mut dyn FnMut(&Progress)) -> Result<T
             } else {
                 targets.clone()
             };
-            // Stroke examples are noised between STROKE_T_MIN and STROKE_T_MAX: below it the
-            // strokes' own flat edges would be the right answer.
+            // Stroke examples are noised between STROKE_T_MIN (below it the strokes' own flat
+            // edges would be the right answer) and STROKE_T_MAX; the scenes over the whole span.
             let stroke = |i: usize, v: usize, other: usize| if i < strokes { v } else { other } as f32;
             let last = schedule.train_steps() - 1;
             let lowest: Vec<f32> = (0..b).map(|i| stroke(i, STROKE_T_MIN, 0)).collect();
