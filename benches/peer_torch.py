@@ -24,12 +24,14 @@ import time
 
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKL, AutoencoderTiny, DDIMScheduler, UNet2DConditionModel
+from diffusers import (AutoencoderKL, AutoencoderTiny, DDIMScheduler, LatentConsistencyModelPipeline, LCMScheduler,
+                       UNet2DConditionModel)
 from safetensors.torch import load_file
 from transformers import CLIPTextConfig, CLIPTextModel
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 BUILTIN = REPO / "assets" / "builtin"
+LIVE = REPO / "assets" / "builtin-live"
 PROMPT = "sunset over snowy mountains with a lake"  # the prompt of our bench's renders
 
 
@@ -155,19 +157,19 @@ def flops_of(fn):
 class BuiltinPipeline:
     """The built-in model's text-to-image and SDEdit loops, as our pipeline runs them."""
 
-    def __init__(self):
-        text_config = without_nulls(read_json(BUILTIN / "text_encoder" / "config.json"))
+    def __init__(self, folder=BUILTIN, scheduler=DDIMScheduler):
+        text_config = without_nulls(read_json(folder / "text_encoder" / "config.json"))
         self.text = CLIPTextModel(CLIPTextConfig(**text_config)).eval()
-        weights = load_file(str(BUILTIN / "text_encoder" / "model.safetensors"))
+        weights = load_file(str(folder / "text_encoder" / "model.safetensors"))
         weights = {k if k.startswith("text_model.") else "text_model." + k: v.float() for k, v in weights.items()}
         self.text.load_state_dict(weights, strict=False)
-        self.unet = UNet2DConditionModel.from_pretrained(BUILTIN, subfolder="unet", torch_dtype=torch.float32).eval()
+        self.unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=torch.float32).eval()
         self.vae = builtin_vae()
-        vae_weights = load_file(str(BUILTIN / "vae" / "diffusion_pytorch_model.safetensors"))
+        vae_weights = load_file(str(folder / "vae" / "diffusion_pytorch_model.safetensors"))
         self.vae.load_state_dict({k: v.float() for k, v in vae_weights.items()})
-        self.scaling = read_json(BUILTIN / "vae" / "config.json")["scaling_factor"]
-        self.scheduler = DDIMScheduler.from_config(without_nulls(read_json(BUILTIN / "scheduler" / "scheduler_config.json")))
-        tokenizer = read_json(BUILTIN / "tokenizer" / "tokenizer.json")
+        self.scaling = read_json(folder / "vae" / "config.json")["scaling_factor"]
+        self.scheduler = scheduler.from_config(without_nulls(read_json(folder / "scheduler" / "scheduler_config.json")))
+        tokenizer = read_json(folder / "tokenizer" / "tokenizer.json")
         self.vocab = tokenizer["model"]["vocab"]
         self.tokens = text_config["max_position_embeddings"]
         # Our pipeline keeps the last prompt's conditioning and the last start picture's latent,
@@ -207,6 +209,34 @@ class BuiltinPipeline:
         return self.vae.decode(self.sample(20, 5.0, start, strength) / self.scaling)
 
 
+class LivePipeline(BuiltinPipeline):
+    """The live student's frame as our `live_frame` makes it: the stroke picture encoded, LCM
+    img2img at strength 0.5 with the student's default steps (one guidance-embedded pass each, as
+    diffusers' `LatentConsistencyModelImg2ImgPipeline`), decoded."""
+
+    def __init__(self):
+        super().__init__(LIVE, LCMScheduler)
+        defaults = read_json(LIVE / "latent_studio.json")
+        self.steps, guidance = defaults["steps"], defaults["guidance"]
+        w = torch.tensor([guidance - 1.0])
+        dim = self.unet.config.time_cond_proj_dim
+        self.w_embedding = LatentConsistencyModelPipeline.get_guidance_scale_embedding(None, w, embedding_dim=dim)
+        self.ctx = None
+
+    def frame(self, picture):
+        if self.ctx is None:
+            self.ctx = self.text(self.ids(PROMPT)).last_hidden_state
+        self.scheduler.set_timesteps(self.steps, strength=0.5)
+        side = builtin_latent_side()
+        noise = torch.randn(1, self.vae.latent_channels, side, side, generator=torch.Generator().manual_seed(1))
+        # Every frame's strokes differ, so every frame encodes its picture (ours too).
+        x = self.scheduler.add_noise(self.vae.encode(picture) * self.scaling, noise, self.scheduler.timesteps[:1])
+        for t in self.scheduler.timesteps:
+            eps = self.unet(x, t, encoder_hidden_states=self.ctx, timestep_cond=self.w_embedding).sample
+            x, denoised = self.scheduler.step(eps, t, x, return_dict=False)
+        return self.vae.decode(denoised / self.scaling)
+
+
 def ours(binary, threads, repeat, only):
     """Our figures whose name contains `only`, by name."""
     out = subprocess.run(
@@ -232,6 +262,7 @@ def main():
     builtin_unet = zeroed(UNet2DConditionModel.from_config(read_json(BUILTIN / "unet" / "config.json")))
     sd15_unet = zeroed(UNet2DConditionModel(cross_attention_dim=768))
     pipe = BuiltinPipeline()
+    live = LivePipeline() if (LIVE / "model_index.json").exists() else None
     size = builtin_size()
     picture = torch.zeros(1, 3, size, size)
     vae = zeroed(builtin_vae())
@@ -250,11 +281,12 @@ def main():
          min(args.repeat, 3), False),
         ("builtin_render_20_steps", "builtin_render", pipe.render, args.repeat, False),
         ("builtin_sdedit_0.5", "builtin_sdedit", lambda: pipe.render(picture, 0.5), args.repeat, False),
+        ("live_frame", "live_frame", lambda: live.frame(picture), args.repeat, False),
         ("sampler_overhead_per_step", "sampler_overhead",
          lambda: pipe.sample(20, 5.0, network=identity), args.repeat, False),
     ]
     for name, only, fn, repeat, count_flops in figures:
-        if args.only not in name:
+        if args.only not in name or (name == "live_frame" and live is None):
             continue
         # Alternate ours and theirs so that a noisy stretch of the machine hits both.
         mine, theirs = [], []

@@ -76,3 +76,60 @@ fn load_then_render_with_previews_every_step() {
     assert_eq!((width, height, rgb.len()), (16, 16, 16 * 16 * 3));
     assert_eq!(previews, (1..=4).map(|s| (s, vec![1, 4, 8, 8])).collect::<Vec<_>>());
 }
+
+/// Live mode's stream: a stroke growing by a point per job, submitted as drag-urgency SDEdit
+/// specs on an LCM model. Frames arrive in the order the stroke grew (never an older stroke after
+/// a newer one), and the last frame is the whole stroke's.
+#[test]
+fn live_frames_of_a_growing_stroke_arrive_in_painting_order_and_end_with_the_whole_stroke() {
+    use latent_studio::engine::spec::{ImageSpec, InitSpec, ModelSource, NoiseSpec, RenderSpec};
+    use latent_studio::sketch::Canvas;
+    let engine = Engine::spawn(StudioBackend::default(), Arc::new(|| {})).unwrap();
+    let model =
+        ModelSource::Path(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny_lcm/model"));
+    let canvas = Canvas::default();
+    let mut stroke = canvas.brush.clone();
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        stroke.points.push([0.1 + 0.02 * i as f32, 0.5, 1.0]);
+        let mut painted = canvas.clone();
+        painted.push(stroke.clone());
+        let spec = RenderSpec {
+            model: model.clone(),
+            prompt: "a lake".into(),
+            negative: String::new(),
+            prompt_to: None,
+            sampler: SamplerKind::Lcm,
+            steps: Some(1),
+            spacing: None,
+            karras: None,
+            eta: 0.0,
+            guidance: 4.0,
+            rescale: 0.0,
+            noise: NoiseSpec::Seed(5),
+            init: Some(InitSpec {
+                image: ImageSpec::Canvas { canvas: painted, base: None },
+                strength: 0.5,
+                mask: None,
+            }),
+        };
+        let job = StudioJob { output: OutputKey("output".into()), task: Task::Spec(Box::new(spec)) };
+        ids.push(engine.submit(job, Urgency::Drag));
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let last = *ids.last().unwrap();
+    let mut done = Vec::new();
+    loop {
+        let e = engine.events().recv_timeout(Duration::from_secs(60)).expect("engine stalled");
+        match e.kind {
+            EventKind::Done { result: Finished::Image { .. }, .. } => done.push(e.job),
+            EventKind::Failed { error } => panic!("a live frame failed: {error}"),
+            _ => {}
+        }
+        if done.last() == Some(&last) {
+            break;
+        }
+    }
+    assert!(done.windows(2).all(|w| w[0] < w[1]), "frames out of painting order: {done:?}");
+    assert!(done.len() >= 2, "only {} frame(s) of a 40-point stroke", done.len());
+}

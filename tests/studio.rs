@@ -331,3 +331,74 @@ fn a_picture_file_that_never_finishes_reading_leaves_the_window_running() {
     let picture = state.picture.as_ref().expect("the picture is shown");
     assert_eq!(&picture.rgb[..3], &[200, 40, 40], "the pipe's picture is what the Output shows");
 }
+
+/// The points of the last stroke of the canvas a picture was rendered from (its spec key).
+fn painted_points(key: &str) -> Option<(usize, usize)> {
+    use latent_studio::engine::spec::{ImageSpec, RenderSpec};
+    let spec: RenderSpec = serde_json::from_str(key).ok()?;
+    let ImageSpec::Canvas { canvas, .. } = spec.init?.image else { return None };
+    Some((canvas.strokes.len(), canvas.strokes.last()?.points.len()))
+}
+
+#[test]
+fn in_live_mode_pictures_arrive_while_a_stroke_is_painted_each_from_the_partial_stroke() {
+    use latent_studio::engine::spec::{ModelSource, RenderSpec};
+    let dir = data_dir("live");
+    let mut h = harness(&dir);
+    wait(&mut h, "the first picture", settled);
+    h.state_mut().toggle_live();
+    wait(&mut h, "the picture on the live student", |app| {
+        settled(app)
+            && shown_key(app).and_then(|k| serde_json::from_str::<RenderSpec>(&k).ok()).map(|s| s.model)
+                == Some(ModelSource::BuiltinLive)
+    });
+    let strokes_before = painted_points(&shown_key(h.state()).unwrap_or_default()).map_or(0, |p| p.0);
+    let rect = h.get_by_label("SDEdit canvas").rect();
+    let (from, to) =
+        (egui::pos2(rect.left() + 10.0, rect.center().y), egui::pos2(rect.right() - 10.0, rect.top() + 20.0));
+    let button = |pos, pressed| egui::Event::PointerButton {
+        pos,
+        button: egui::PointerButton::Primary,
+        pressed,
+        modifiers: egui::Modifiers::NONE,
+    };
+    h.input_mut().events.push(egui::Event::PointerMoved(from));
+    h.step();
+    h.input_mut().events.push(button(from, true));
+    h.step();
+    let moves = 5;
+    let mut seen = Vec::new();
+    for i in 1..=moves {
+        let pos = from + (to - from) * (i as f32 / moves as f32);
+        h.input_mut().events.push(egui::Event::PointerMoved(pos));
+        h.step();
+        // Each move adds a point: wait for the frame of the stroke with it.
+        let last = seen.last().copied().unwrap_or(0);
+        wait(&mut h, "a live frame of the partial stroke", |app| {
+            shown_key(app)
+                .and_then(|k| painted_points(&k))
+                .is_some_and(|(n, p)| n == strokes_before + 1 && p > last)
+        });
+        let (_, points) = painted_points(&shown_key(h.state()).unwrap_or_default()).unwrap_or_default();
+        seen.push(points);
+        assert_eq!(
+            h.state().graph.nodes.iter().find_map(|n| match &n.node {
+                Node::Canvas(c) => Some(c.strokes.len()),
+                _ => None,
+            }),
+            Some(strokes_before),
+            "while painting, the stroke is not in the graph yet"
+        );
+    }
+    // One frame per move, each from the stroke as far as it was painted (the press may add the
+    // first point), in painting order.
+    assert!(seen.windows(2).all(|w| w[1] == w[0] + 1), "frames of the partial strokes: {seen:?}");
+    assert!((moves..=moves + 1).contains(&seen[seen.len() - 1]), "frames of the partial strokes: {seen:?}");
+    assert!(h.state().live_fps().is_some(), "the fps readout has frames to count");
+    h.input_mut().events.push(button(to, false));
+    h.step();
+    wait(&mut h, "the final picture of the finished stroke", |app| {
+        settled(app)
+            && shown_key(app).and_then(|k| painted_points(&k)).map(|p| p.0) == Some(strokes_before + 1)
+    });
+}

@@ -131,3 +131,65 @@ fn a_short_run_writes_a_loadable_folder_and_resumes() {
     assert!(err.contains("unet/diffusion_pytorch_model.safetensors"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Distillation starts the student as the teacher (the guidance projection at zero): one step at
+/// learning rate 0 leaves a folder in diffusers' LCM layout whose UNet, at any guidance, predicts
+/// what the teacher's does.
+#[test]
+fn distillation_writes_an_lcm_folder_whose_untrained_student_is_the_teacher() {
+    use latent_studio::models::unet::guidance_embedding;
+    use latent_studio::training::distill::{distill, DistillOptions};
+    let teacher = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/builtin");
+    let dir = std::env::temp_dir().join(format!("latent-studio-distill-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let opts = DistillOptions {
+        teacher: teacher.clone(),
+        out: dir.clone(),
+        resume: false,
+        steps: 1,
+        batch: 2,
+        learning_rate: 0.0,
+        checkpoint_every: 1,
+        half: false,
+    };
+    assert_eq!(distill(&opts, &mut |_| {}).unwrap().step, 1);
+    let pipeline = Pipeline::load(&dir, &LoadOptions::default()).unwrap();
+    assert!(pipeline.guidance_embedded(), "the student takes the guidance scale as an input");
+    assert_eq!(pipeline.default_sampler().0, SamplerKind::Lcm);
+    let index: serde_json::Value = read(&dir.join("model_index.json"));
+    assert_eq!(index["_class_name"], "LatentConsistencyModelPipeline");
+
+    let unet = |folder: &std::path::Path| {
+        let config: UNetConfig = read(&folder.join("unet/config.json"));
+        let weights = folder.join("unet/diffusion_pytorch_model.safetensors");
+        let vb =
+            unsafe { VarBuilder::from_mmaped_safetensors(&[weights], DType::F32, &Device::Cpu) }.unwrap();
+        (UNet::new(&config, vb).unwrap(), config)
+    };
+    let ((student, config), (teacher_unet, _)) = (unet(&dir), unet(&teacher));
+    let dim = config.time_cond_proj_dim.expect("a guidance embedding");
+    let noise = |seed| {
+        latent_studio::core::SeededNoise::new(seed)
+            .tensor(
+                &[1, config.in_channels, config.sample_size, config.sample_size],
+                DType::F32,
+                &Device::Cpu,
+            )
+            .unwrap()
+    };
+    let (x, context) = (
+        noise(1),
+        latent_studio::core::SeededNoise::new(2)
+            .tensor(&[1, 16, config.cross_attention_dim], DType::F32, &Device::Cpu)
+            .unwrap(),
+    );
+    let t = candle_core::Tensor::new(&[499f32], &Device::Cpu).unwrap();
+    let plain = teacher_unet.forward(&x, &t, &context).unwrap();
+    for scale in [1.0, 5.0, 8.0] {
+        let w = guidance_embedding(&[scale], dim, &Device::Cpu).unwrap();
+        let ours = student.forward_guided(&x, &t, &context, Some(&w)).unwrap();
+        let diff = (&ours - &plain).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(diff < 1e-4, "guidance {scale}: the untrained student differs from the teacher by {diff}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -19,6 +19,8 @@ use crate::models::pipeline::LoadOptions;
 pub(super) enum Target {
     /// The picture of an Output node.
     Output(NodeId),
+    /// A Live-mode frame of an Output node while a stroke is painted (not kept in the history).
+    Live(NodeId),
     /// Frame `i` of an Output node's strip.
     Frame(NodeId, usize),
     /// Loading a model.
@@ -34,7 +36,8 @@ pub(super) struct JobMeta {
 
 fn output_key(target: &Target) -> OutputKey {
     OutputKey(match target {
-        Target::Output(id) => format!("output:{id}"),
+        // Live frames share their Output's key: of all its jobs only the newest matters.
+        Target::Output(id) | Target::Live(id) => format!("output:{id}"),
         Target::Frame(id, _) => format!("strip:{id}"),
         Target::Model => "model".into(),
     })
@@ -87,6 +90,9 @@ impl StudioApp {
             return;
         }
         let urgency = if dragging { Urgency::Drag } else { Urgency::Discrete };
+        // Live mode renders with the student while anything moves, and after a stroke or a drag
+        // ends too unless the full model is asked for then.
+        let live = self.settings.live && (dragging || !self.settings.live_final_full);
         for (output, plan) in &plans {
             let plan = match plan {
                 Ok(plan) => plan,
@@ -103,7 +109,11 @@ impl StudioApp {
             match &plan.shown {
                 Shown::Render(spec) => {
                     self.outputs.entry(*output).or_default().drawn = None;
-                    self.want(*output, spec, urgency);
+                    if live {
+                        self.want(*output, &spec.on_live_model(), urgency);
+                    } else {
+                        self.want(*output, spec, urgency);
+                    }
                 }
                 Shown::Picture(image) => self.draw_picture(*output, image),
             }
@@ -127,6 +137,52 @@ impl StudioApp {
         self.outputs.retain(|id, _| live.contains(id));
         self.strips.retain(|id, _| live.contains(id));
         self.last_plans = plans;
+    }
+
+    /// Live mode while a stroke is being painted: renders every Output from the strokes with the
+    /// unfinished one added, on the student, as a stream of drag-urgency jobs (the engine keeps
+    /// the newest). Frames are shown as they arrive, newest job first (see `finished`); the
+    /// graph itself changes only when the stroke ends.
+    pub(super) fn plan_live(&mut self) {
+        if !self.settings.live {
+            return;
+        }
+        let painting =
+            self.canvas_views.iter().find_map(|(id, view)| Some((*id, view.stroke_in_progress()?.clone())));
+        let Some((canvas_id, stroke)) = painting else {
+            self.live_submitted.clear();
+            return;
+        };
+        let mut graph = self.graph.clone();
+        let Some(node) = graph.nodes.iter_mut().find(|n| n.id == canvas_id) else { return };
+        let crate::graph::node::Node::Canvas(canvas) = &mut node.node else { return };
+        canvas.push(stroke);
+        for (output, plan) in eval::plans(&graph) {
+            let Ok(eval::Plan { shown: Shown::Render(spec), .. }) = plan else { continue };
+            let spec = spec.on_live_model();
+            let key = spec.key();
+            if self.live_submitted.get(&output) == Some(&key) {
+                continue;
+            }
+            self.live_submitted.insert(output, key.clone());
+            if self.model_requested.as_ref() != Some(&spec.model) {
+                self.model_requested = Some(spec.model.clone());
+                let task = Task::LoadModel { path: spec.model.path(), options: LoadOptions::default() };
+                self.submit(Target::Model, task, String::new(), Urgency::Discrete);
+            }
+            self.submit(Target::Live(output), Task::Spec(Box::new(spec)), key, Urgency::Drag);
+        }
+    }
+
+    /// Frames per second Live mode delivered over the last second (`None` when none arrived).
+    pub fn live_fps(&self) -> Option<f64> {
+        let now = Instant::now();
+        let recent: Vec<&Instant> =
+            self.live_frames.iter().filter(|t| now.duration_since(**t).as_secs_f64() <= 1.0).collect();
+        (recent.len() >= 2).then(|| {
+            let span = now.duration_since(*recent[0]).as_secs_f64().max(1e-3);
+            recent.len() as f64 / span.max(0.25)
+        })
     }
 
     /// Makes `output` show `spec`: at once from the cache, else by a job (showing the nearest
@@ -317,13 +373,13 @@ impl StudioApp {
                 }
                 EventKind::Done { result, .. } => {
                     let meta = self.jobs.remove(&event.job);
-                    self.finished(target, key, result, meta.map(|m| m.graph));
+                    self.finished(target, key, result, meta.map(|m| m.graph), event.job);
                 }
                 EventKind::Failed { error } => {
                     self.jobs.remove(&event.job);
                     self.job_ended(&target, event.job);
                     match target {
-                        Target::Output(o) => {
+                        Target::Output(o) | Target::Live(o) => {
                             let title = format!("Output (node {o}): {error}");
                             self.outputs.entry(o).or_default().error = Some(title.clone());
                             self.error(title);
@@ -365,11 +421,11 @@ impl StudioApp {
                     }
                 }
             }
-            Target::Model => {}
+            Target::Live(_) | Target::Model => {}
         }
     }
 
-    fn finished(&mut self, target: Target, key: String, result: Finished, graph: Option<Graph>) {
+    fn finished(&mut self, target: Target, key: String, result: Finished, graph: Option<Graph>, job: JobId) {
         match result {
             Finished::ModelLoaded { name, preview } => {
                 self.preview_map = Some(preview);
@@ -389,6 +445,7 @@ impl StudioApp {
                             }
                         }
                         if current {
+                            state.shown_job = Some(job);
                             state.picture = Some(picture.clone());
                             state.job = None;
                             state.progress = None;
@@ -405,6 +462,26 @@ impl StudioApp {
                         });
                         if self.made.len() > 100 {
                             self.made.remove(0);
+                        }
+                    }
+                    Target::Live(o) => {
+                        // A frame is shown unless a newer job's picture already is, so the
+                        // picture never goes back to older strokes.
+                        let state = self.outputs.entry(o).or_default();
+                        if state.shown_job.is_none_or(|shown| shown < job) {
+                            state.shown_job = Some(job);
+                            state.picture = Some(picture);
+                            state.preview = None;
+                            state.preview_latent = None;
+                        }
+                        let now = Instant::now();
+                        self.live_frames.push_back(now);
+                        while self
+                            .live_frames
+                            .front()
+                            .is_some_and(|t| now.duration_since(*t).as_secs_f64() > 1.0)
+                        {
+                            self.live_frames.pop_front();
                         }
                     }
                     Target::Frame(o, _) => {

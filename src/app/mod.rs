@@ -102,6 +102,8 @@ pub struct OutputState {
     pub drawn: Option<(crate::engine::spec::ImageSpec, Option<Drawing>)>,
     /// The job rendering `wanted`, and whether it has started.
     pub job: Option<(JobId, bool)>,
+    /// The job whose picture is shown: Live frames older than it are not shown.
+    pub shown_job: Option<JobId>,
 }
 
 /// The filmstrip of an interpolation feeding an Output node.
@@ -176,6 +178,10 @@ pub struct StudioApp {
     refused: Option<(String, Instant)>,
     /// The graph changed since it was last planned (planning is skipped on quiet frames).
     replan: bool,
+    /// Live mode: the spec key last submitted per Output while a stroke is painted.
+    live_submitted: HashMap<NodeId, String>,
+    /// When Live frames arrived over the last second (the fps readout).
+    live_frames: std::collections::VecDeque<Instant>,
 }
 
 impl StudioApp {
@@ -243,6 +249,8 @@ impl StudioApp {
             gpu_preview: false,
             refused: None,
             replan: true,
+            live_submitted: HashMap::new(),
+            live_frames: std::collections::VecDeque::new(),
         };
         for p in problems {
             app.error(p);
@@ -395,6 +403,7 @@ impl StudioApp {
         if std::mem::take(&mut self.replan) {
             self.plan_and_submit(dragging);
         }
+        self.plan_live();
         if self.was_dragging && !dragging {
             self.drag_released();
         }
@@ -586,6 +595,12 @@ impl StudioApp {
                     ui.close();
                 }
             });
+            let live = ui
+                .selectable_label(self.settings.live, self.live_label())
+                .on_hover_text("Live mode (Ctrl+L): the picture follows the brush, drawn by the built-in model's few-step student");
+            if live.clicked() {
+                self.toggle_live();
+            }
             if ui.button("Settings").on_hover_text("Threads, previews, cache, output folder").clicked() {
                 self.show_settings = !self.show_settings;
             }
@@ -825,6 +840,16 @@ impl StudioApp {
                 .add(egui::Slider::new(&mut s.cache_mib, 16..=4096).text("Cache MiB").logarithmic(true))
                 .on_hover_text("Memory for cached conditionings, inverted latents and pictures")
                 .changed();
+            let full = ui
+                .checkbox(&mut s.live_final_full, "Live: finish each stroke with the full model")
+                .on_hover_text(
+                    "After a stroke ends, render with the built-in model instead of its few-step student",
+                );
+            if full.changed() {
+                changed = true;
+                self.last_plans.clear();
+                self.replan = true;
+            }
             ui.horizontal(|ui| {
                 let folder = s.output_folder.as_ref().map_or("none".into(), |p| p.display().to_string());
                 ui.label(format!("Output folder: {folder}"));
@@ -850,6 +875,27 @@ impl StudioApp {
         self.dropped_file_modal(ctx);
     }
 
+    /// The Live toggle's text: with the frame rate while frames arrive.
+    fn live_label(&self) -> String {
+        match (self.settings.live, self.live_fps()) {
+            (true, Some(fps)) => format!("Live {fps:.0} fps"),
+            (true, None) => "Live (idle)".into(),
+            (false, _) => "Live".into(),
+        }
+    }
+
+    /// Turns Live mode on or off and re-renders every Output the new way.
+    pub fn toggle_live(&mut self) {
+        self.settings.live = !self.settings.live;
+        self.live_submitted.clear();
+        self.last_plans.clear();
+        for state in self.outputs.values_mut() {
+            state.wanted = None;
+        }
+        self.replan = true;
+        self.apply_settings();
+    }
+
     fn apply_settings(&mut self) {
         if let Err(e) = self.settings.save(&self.data_dir) {
             self.error(format!("settings could not be saved: {e}"));
@@ -868,6 +914,12 @@ impl StudioApp {
         }
         if ctx.egui_wants_keyboard_input() {
             return;
+        }
+        let live = ctx.input_mut(|i| {
+            i.consume_shortcut(&egui::KeyboardShortcut::new(egui::Modifiers::COMMAND, egui::Key::L))
+        });
+        if live {
+            self.toggle_live();
         }
         let (undo, redo, save, open, export) = ctx.input_mut(|i| {
             let shift_z =
@@ -909,6 +961,7 @@ const SHORTCUTS: &[(&str, &str)] = &[
     ("Ctrl+S", "save the graph"),
     ("Ctrl+O", "open a graph (JSON, or a PNG the studio saved)"),
     ("Ctrl+E", "save the picture as PNG with its graph"),
+    ("Ctrl+L", "Live mode: the picture follows the brush"),
     ("Right-click the graph", "add a node"),
     ("Right-click a node", "delete it"),
     ("Drag from a pin", "wire it (wrong types are refused, with the reason)"),

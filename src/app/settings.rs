@@ -27,11 +27,24 @@ pub struct Settings {
     pub cache_mib: usize,
     /// Where every finished render is saved as a PNG, when set.
     pub output_folder: Option<PathBuf>,
+    /// Live mode: the picture re-renders while a stroke is painted, with the built-in model's
+    /// few-step student.
+    pub live: bool,
+    /// In Live mode, the picture after a stroke ends renders with the full built-in model
+    /// instead of the student.
+    pub live_final_full: bool,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { threads: 0, preview: PreviewMode::LatentMap, cache_mib: 256, output_folder: None }
+        Self {
+            threads: 0,
+            preview: PreviewMode::LatentMap,
+            cache_mib: 256,
+            output_folder: None,
+            live: false,
+            live_final_full: false,
+        }
     }
 }
 

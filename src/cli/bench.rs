@@ -13,6 +13,7 @@ use crate::core::samplers::SamplerKind;
 use crate::core::{
     Conditioning, Guidance, ModelDenoiser, Network, PredictionType, SampleContext, SeededNoise, StepView,
 };
+use crate::engine::spec::ModelSource;
 use crate::engine::studio::{StudioBackend, StudioJob, Task};
 use crate::engine::{Engine, EventKind, OutputKey, Urgency};
 use crate::models::layers::count_flops;
@@ -142,6 +143,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     if wanted("builtin_render") || wanted("builtin_sdedit") {
         render_figures(&args.model, args.repeat, &wanted)?;
     }
+    if wanted("live_frame") || wanted("live_fps") {
+        live_figures(&args.model)?;
+    }
     if wanted("engine") {
         engine_figures(&args.model)?;
     }
@@ -253,8 +257,7 @@ fn render_figures(
     repeat: usize,
     wanted: &dyn Fn(&str) -> bool,
 ) -> anyhow::Result<()> {
-    let path =
-        if model.as_os_str() == "builtin" { super::render::builtin_model_dir() } else { model.to_path_buf() };
+    let path = ModelSource::from_arg(model).path();
     let pipeline = Pipeline::load(&path, &LoadOptions::default())?;
     let Task::Render(request) = render_job(5.0, 20).task else { anyhow::bail!("not a render") };
     let render = |request: &Request| -> anyhow::Result<()> {
@@ -351,8 +354,7 @@ fn wait_for(
 
 /// The engine on a real model: first preview, cancel latency, renders during a drag.
 fn engine_figures(model: &std::path::Path) -> anyhow::Result<()> {
-    let path =
-        if model.as_os_str() == "builtin" { super::render::builtin_model_dir() } else { model.to_path_buf() };
+    let path = ModelSource::from_arg(model).path();
     let engine = Engine::spawn(StudioBackend::default(), Arc::new(|| {}))?;
     let load = Task::LoadModel { path, options: LoadOptions::default() };
     engine.submit(StudioJob { output: OutputKey("model".into()), task: load }, Urgency::Discrete);
@@ -406,5 +408,117 @@ fn engine_figures(model: &std::path::Path) -> anyhow::Result<()> {
         "1/s",
         &format!("a change every 16 ms for 5 s; one render alone takes {:.0} ms", render_secs * 1e3),
     );
+    Ok(())
+}
+
+/// Live mode's frames: a scripted five-second stroke through the engine on the live student
+/// (`--model builtin` means its student; another model is used as it is). Every 16 ms (a 60 Hz
+/// pointer) the stroke grows by a point and the canvas is submitted as a drag-urgency SDEdit
+/// job at strength 0.5; each frame rasterises, encodes, runs the student's evaluations, decodes
+/// and hands the picture over. `live_frame` is the median time from a frame's start to its
+/// picture's arrival, `live_fps` the frames delivered per second; the teacher's 20-step render
+/// through the same engine sets the ratio.
+fn live_figures(model: &std::path::Path) -> anyhow::Result<()> {
+    use crate::engine::spec::{ImageSpec, InitSpec, NoiseSpec, RenderSpec};
+    use crate::sketch::{Canvas, Stroke};
+    let source = match ModelSource::from_arg(model) {
+        ModelSource::Builtin => ModelSource::BuiltinLive,
+        other => other,
+    };
+    let engine = Engine::spawn(StudioBackend::default(), Arc::new(|| {}))?;
+    let load = Task::LoadModel { path: source.path(), options: LoadOptions::default() };
+    engine.submit(StudioJob { output: OutputKey("model".into()), task: load }, Urgency::Discrete);
+    wait_for(&engine, |e| matches!(e.kind, EventKind::Done { .. }))?;
+    // The first-start sketch, and a sun-coloured stroke painted across it.
+    let sketch = Canvas::default();
+    let spec = |canvas: Canvas| RenderSpec {
+        model: source.clone(),
+        prompt: "sunset over snowy mountains with a lake".into(),
+        negative: String::new(),
+        prompt_to: None,
+        sampler: SamplerKind::Lcm,
+        steps: None,
+        spacing: None,
+        karras: None,
+        eta: 0.0,
+        guidance: 5.0,
+        rescale: 0.0,
+        noise: NoiseSpec::Seed(1),
+        init: Some(InitSpec { image: ImageSpec::Canvas { canvas, base: None }, strength: 0.5, mask: None }),
+    };
+    let job =
+        |spec: RenderSpec| StudioJob { output: OutputKey("live".into()), task: Task::Spec(Box::new(spec)) };
+    // A warm-up frame (conditioning, caches).
+    let id = engine.submit(job(spec(sketch.clone())), Urgency::Discrete);
+    wait_for(&engine, |e| e.job == id && matches!(e.kind, EventKind::Done { .. }))?;
+
+    let mut stroke = Stroke { color: [250, 215, 90], radius: 0.06, points: vec![], ..sketch.brush.clone() };
+    let (mut started, mut frames) = (std::collections::HashMap::new(), Vec::new());
+    // A frame lasts from its job's start to its picture's arrival here.
+    let mut record = |e: crate::engine::Event, frames: &mut Vec<f64>| match e.kind {
+        EventKind::Started => {
+            started.insert(e.job, Instant::now());
+        }
+        EventKind::Done { .. } => {
+            if let Some(t) = started.remove(&e.job) {
+                frames.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        EventKind::Failed { error } => eprintln!("live frame failed: {error}"),
+        _ => {}
+    };
+    let start = Instant::now();
+    let mut last = id;
+    while start.elapsed() < Duration::from_secs(5) {
+        let p = start.elapsed().as_secs_f32() / 5.0;
+        stroke.points.push([0.15 + 0.7 * p, 0.35 + 0.15 * (p * 6.0).sin(), 1.0]);
+        let mut canvas = sketch.clone();
+        canvas.push(stroke.clone());
+        last = engine.submit(job(spec(canvas)), Urgency::Drag);
+        let tick = Instant::now() + Duration::from_millis(16);
+        while let Ok(e) = engine.events().recv_deadline(tick) {
+            record(e, &mut frames);
+        }
+    }
+    let delivered = frames.len();
+    loop {
+        let e = engine.events().recv_timeout(Duration::from_secs(60))?;
+        let end = e.job == last && !matches!(e.kind, EventKind::Started | EventKind::Progress { .. });
+        record(e, &mut frames);
+        if end {
+            break;
+        }
+    }
+    frames.sort_by(f64::total_cmp);
+    let at =
+        |q: f64| frames.get(((frames.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or(f64::NAN);
+    let (median, p95) = (at(0.5), at(0.95));
+
+    // The teacher's whole 20-step render through the same engine, for the ratio.
+    let teacher = Task::LoadModel { path: ModelSource::Builtin.path(), options: LoadOptions::default() };
+    engine.submit(StudioJob { output: OutputKey("model".into()), task: teacher }, Urgency::Discrete);
+    wait_for(&engine, |e| matches!(e.kind, EventKind::Done { .. }))?;
+    let mut renders = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let id = engine.submit(render_job(5.0, 20), Urgency::Discrete);
+        wait_for(&engine, |e| e.job == id && matches!(e.kind, EventKind::Done { .. }))?;
+        renders.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    renders.sort_by(f64::total_cmp);
+    let teacher_ms = renders[renders.len() / 2];
+    emit(
+        "live_frame",
+        median,
+        "ms",
+        &format!(
+            "{}: median of {} frames of a 5 s stroke (SDEdit 0.5, its default steps), p95 {p95:.1} ms; \
+             {:.2}x the teacher's 20-step render ({teacher_ms:.1} ms)",
+            source.name(),
+            frames.len(),
+            median / teacher_ms
+        ),
+    );
+    emit("live_fps", delivered as f64 / 5.0, "1/s", "frames delivered per second during the 5 s stroke");
     Ok(())
 }

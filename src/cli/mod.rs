@@ -45,6 +45,8 @@ pub enum Command {
     Timesteps(TimestepsArgs),
     /// Train the built-in model from generated scenes (hours on a CPU; resumable).
     Train(TrainArgs),
+    /// Distil the built-in model into its live student: few steps, guidance as an input (resumable).
+    Distill(DistillArgs),
     /// Render a prompt with a Stable Diffusion folder or the built-in model (`render --help`).
     Render(Box<render::RenderArgs>),
     /// Invert a picture to DDIM starting noise (feeds `render --init-latent`); prints the round trip's PSNR.
@@ -108,6 +110,35 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 50)]
     pub checkpoint_every: usize,
     /// When training ends, rewrite the weights in f16 (how `assets/builtin` ships them).
+    #[arg(long)]
+    pub half: bool,
+}
+
+/// Arguments of `distill`.
+#[derive(Debug, clap::Args)]
+pub struct DistillArgs {
+    /// The teacher's training folder (f32 weights and `train_state.json`).
+    #[arg(long, default_value = "training/builtin-128")]
+    pub teacher: PathBuf,
+    /// The student's model folder to write: diffusers' LCM layout, checkpoints, `loss.csv`.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Continue from the folder's last checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    /// Distillation steps.
+    #[arg(long, default_value_t = 6000)]
+    pub steps: usize,
+    /// Scenes per step (half of them as stroke pictures).
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    /// Peak learning rate (AdamW).
+    #[arg(long, default_value_t = 1e-4)]
+    pub lr: f64,
+    /// Steps between checkpoints.
+    #[arg(long, default_value_t = 50)]
+    pub checkpoint_every: usize,
+    /// When done, rewrite the weights in f16 (how `assets/builtin-live` ships them).
     #[arg(long)]
     pub half: bool,
 }
@@ -189,6 +220,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Run(args)) => run_graph::run(&args),
         Some(Command::Timesteps(args)) => timesteps(&args),
         Some(Command::Train(args)) => train(&args),
+        Some(Command::Distill(args)) => distill(&args),
         Some(Command::Render(args)) => render::run(&args),
         Some(Command::Invert(args)) => invert::run(&args),
         Some(Command::Interpolate(args)) => interpolate::run(&args),
@@ -232,6 +264,33 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
         "done: {} autoencoder steps, {} UNet steps, {} stroke steps, {} decoder steps",
         state.vae_step, state.unet_step, state.stroke_step, state.decoder_step
     );
+    Ok(())
+}
+
+fn distill(args: &DistillArgs) -> anyhow::Result<()> {
+    let opts = crate::training::distill::DistillOptions {
+        teacher: args.teacher.clone(),
+        out: args.out.clone(),
+        resume: args.resume,
+        steps: args.steps,
+        batch: args.batch.max(2),
+        learning_rate: args.lr,
+        checkpoint_every: args.checkpoint_every.max(1),
+        half: args.half,
+    };
+    let mut last_line = std::time::Instant::now();
+    let mut report = |p: &crate::training::train::Progress| {
+        if last_line.elapsed().as_secs_f64() < 1.0 && p.step != p.total {
+            return;
+        }
+        last_line = std::time::Instant::now();
+        let eta = (p.total - p.step) as f64 * p.secs_per_step;
+        let extra = format!("loss {:.4} {:.2}s/step ", p.loss, p.secs_per_step);
+        progress::draw(p.stage, p.step, p.total, &extra, eta);
+    };
+    let state = crate::training::distill::distill(&opts, &mut report)
+        .with_context(|| format!("distilling {} into {}", args.teacher.display(), args.out.display()))?;
+    eprintln!("done: {} distillation steps", state.step);
     Ok(())
 }
 

@@ -8,6 +8,7 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::core::samplers::{SamplerKind, SamplerOptions, StepView};
 use crate::core::{Guidance, PredictionType, TimestepSpacing};
+use crate::engine::spec::ModelSource;
 use crate::imageio::{read_png, write_png, Rgb};
 use crate::models::pipeline::{InitImage, LoadOptions, Pipeline, Request};
 
@@ -84,8 +85,8 @@ pub struct RenderArgs {
 /// Which model to load and how; shared by `render`, `invert` and `interpolate`.
 #[derive(Debug, clap::Args)]
 pub struct ModelArgs {
-    /// `builtin`, a diffusers model folder (SD 1.x/2.x, or one written by `train`), or a
-    /// single-file `.safetensors` checkpoint.
+    /// `builtin`, `builtin-live` (its few-step student), a diffusers model folder (SD 1.x/2.x,
+    /// LCM, or one written by `train` or `distill`), or a single-file `.safetensors` checkpoint.
     #[arg(long, default_value = "builtin")]
     pub model: PathBuf,
     /// Compute dtype: f32 or f16.
@@ -124,11 +125,14 @@ impl ModelArgs {
             Some("v" | "v_prediction") => Some(PredictionType::VPrediction),
             Some(other) => bail!("invalid prediction type {other}: expected eps or v"),
         };
-        let path = if self.model.as_os_str() == "builtin" { builtin_model_dir() } else { self.model.clone() };
-        if !path.exists() && self.model.as_os_str() == "builtin" {
+        let source = ModelSource::from_arg(&self.model);
+        let path = source.path();
+        if !path.exists() && source != ModelSource::Path(self.model.clone()) {
             bail!(
-                "the built-in model is not in {} yet: train it with `latent-studio train --out {}`",
+                "the {} model is not in {} yet: train it with `latent-studio {} --out {}`",
+                source.name(),
                 path.display(),
+                if source == ModelSource::Builtin { "train" } else { "distill" },
                 path.display()
             );
         }
@@ -140,8 +144,6 @@ impl ModelArgs {
         self.model.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
     }
 }
-
-pub use crate::engine::spec::builtin_model_dir;
 
 /// Reads a `latent` tensor from a safetensors file.
 pub fn read_latent(path: &Path) -> anyhow::Result<Tensor> {

@@ -1,7 +1,8 @@
 //! SDEdit (Meng, Song et al., ICLR 2022): noise a guide image to an intermediate level t0 and
 //! denoise it back, so rough strokes become a realistic picture. Computed as diffusers' img2img:
 //! with N steps and strength s, the last int(N·s) steps of the schedule run, starting from the
-//! clean latent noised to the first of them. A mask limits the change to a region.
+//! clean latent noised to the first of them (LCM places its steps itself: `Sampler::for_strength`).
+//! A mask limits the change to a region.
 
 use candle_core::Tensor;
 
@@ -42,7 +43,14 @@ pub fn start_step(steps: usize, strength: f64) -> Result<usize> {
 /// mask.
 pub fn sdedit(sampler: &dyn Sampler, ctx: &mut SampleContext<'_>, request: &SdEdit<'_>) -> Result<Outcome> {
     check_same_shape("SDEdit noise", request.guide, request.noise)?;
-    let start = start_step(sampler.steps(), request.strength)?;
+    if !(request.strength > 0.0 && request.strength <= 1.0) {
+        return Err(CoreError::invalid("strength", request.strength, "must lie in (0, 1]"));
+    }
+    let own = sampler.for_strength(request.strength)?;
+    let (sampler, start) = match &own {
+        Some(own) => (own.as_ref(), 0),
+        None => (sampler, start_step(sampler.steps(), request.strength)?),
+    };
     ctx.inpaint = match request.mask {
         Some(mask) => {
             if mask.broadcast_as(request.guide.shape()).is_err() {

@@ -19,6 +19,8 @@ pub enum ModelSource {
     /// The model that ships with the studio.
     #[default]
     Builtin,
+    /// Its live student (`assets/builtin-live`): a few-step distilled copy for painting live.
+    BuiltinLive,
     /// A diffusers folder or a single `.safetensors` file.
     Path(PathBuf),
 }
@@ -28,6 +30,7 @@ impl ModelSource {
     pub fn name(&self) -> String {
         match self {
             Self::Builtin => "built-in".into(),
+            Self::BuiltinLive => "built-in live".into(),
             Self::Path(path) => path
                 .file_name()
                 .map_or_else(|| path.display().to_string(), |name| name.to_string_lossy().into_owned()),
@@ -37,20 +40,36 @@ impl ModelSource {
     /// The folder or file to load.
     pub fn path(&self) -> PathBuf {
         match self {
-            Self::Builtin => builtin_model_dir(),
+            Self::Builtin => builtin_model_dir(BUILTIN),
+            Self::BuiltinLive => builtin_model_dir(BUILTIN_LIVE),
             Self::Path(path) => path.clone(),
+        }
+    }
+
+    /// What a command line's `--model` names: `builtin`, `builtin-live`, or a path.
+    pub fn from_arg(arg: &Path) -> Self {
+        match arg.to_str() {
+            Some(BUILTIN) => Self::Builtin,
+            Some(BUILTIN_LIVE) => Self::BuiltinLive,
+            _ => Self::Path(arg.to_path_buf()),
         }
     }
 }
 
-/// Where the built-in model lives: `assets/builtin` beside the executable when installed
-/// (packaging puts it there), otherwise in the source tree.
-pub fn builtin_model_dir() -> PathBuf {
+/// The built-in model's name on command lines and its folder under `assets/`.
+pub const BUILTIN: &str = "builtin";
+
+/// The live student's name on command lines and its folder under `assets/`.
+pub const BUILTIN_LIVE: &str = "builtin-live";
+
+/// Where a built-in model (`name` = [`BUILTIN`] or [`BUILTIN_LIVE`]) lives: `assets/<name>`
+/// beside the executable when installed (packaging puts it there), otherwise in the source tree.
+pub fn builtin_model_dir(name: &str) -> PathBuf {
     let installed = std::env::current_exe()
         .ok()
-        .and_then(|exe| exe.parent().map(|dir| dir.join("assets").join("builtin")))
+        .and_then(|exe| exe.parent().map(|dir| dir.join("assets").join(name)))
         .filter(|dir| dir.join("model_index.json").is_file());
-    installed.unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("assets").join("builtin"))
+    installed.unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("assets").join(name))
 }
 
 /// A picture to start from.
@@ -137,6 +156,25 @@ pub struct RenderSpec {
 }
 
 impl RenderSpec {
+    /// This render as Live mode draws it: the built-in model's renders move to its few-step
+    /// student with the student's own sampler and steps (its folder's defaults). Other models'
+    /// renders are left as they are: an LCM or Turbo model is already fast, and which sampler
+    /// suits a user's model is the user's choice.
+    pub fn on_live_model(&self) -> RenderSpec {
+        match self.model {
+            ModelSource::Builtin | ModelSource::BuiltinLive => RenderSpec {
+                model: ModelSource::BuiltinLive,
+                sampler: SamplerKind::Lcm,
+                steps: None,
+                spacing: None,
+                karras: None,
+                eta: 0.0,
+                ..self.clone()
+            },
+            ModelSource::Path(_) => self.clone(),
+        }
+    }
+
     /// A stable text key for caches.
     pub fn key(&self) -> String {
         // Plain data: serialising cannot fail.
@@ -251,7 +289,15 @@ pub fn request(spec: &RenderSpec, pipeline: &Pipeline) -> Result<Request, SpecEr
         sampler: spec.sampler,
         options: SamplerOptions { spacing, karras: spec.karras, eta: spec.eta },
         steps: spec.steps.unwrap_or(pipeline.defaults().steps),
-        guidance: Guidance { scale: spec.guidance, rescale: spec.rescale, interval: None },
+        // A distilled model's guidance control stops at the scales it was trained on.
+        guidance: Guidance {
+            scale: match pipeline.defaults().guidance_range {
+                Some((lo, hi)) => spec.guidance.clamp(lo, hi),
+                None => spec.guidance,
+            },
+            rescale: spec.rescale,
+            interval: None,
+        },
         seed: spec.seed(),
         size: None,
         init_latent: None,

@@ -13,7 +13,7 @@ use super::autoencoder::{Autoencoder, AutoencoderConfig};
 use super::clip::{ClipTextConfig, ClipTextModel};
 use super::clip_tokenizer::ClipTokenizer;
 use super::tokenizer::WordTokenizer;
-use super::unet::{UNet, UNetConfig};
+use super::unet::{guidance_embedding, UNet, UNetConfig};
 use crate::cache::LruCache;
 use crate::core::interpolate::lerp;
 use crate::core::inversion::DdimInverse;
@@ -107,11 +107,14 @@ pub struct ModelDefaults {
     pub steps: usize,
     /// Guidance scale.
     pub guidance: f64,
+    /// The guidance scales a distilled model was trained on (its guidance is an input of the
+    /// network, meaningless outside them); `None`: any scale.
+    pub guidance_range: Option<(f64, f64)>,
 }
 
 impl Default for ModelDefaults {
     fn default() -> Self {
-        Self { sampler: None, steps: 50, guidance: 7.5 }
+        Self { sampler: None, steps: 50, guidance: 7.5, guidance_range: None }
     }
 }
 
@@ -277,8 +280,12 @@ pub struct Rendered {
     pub truncated: bool,
 }
 
-/// The UNet with its timestep broadcast to the batch, as the samplers call it.
-struct UNetNetwork<'a>(&'a UNet);
+/// The UNet with its timestep broadcast to the batch, as the samplers call it. A distilled
+/// model's guidance embedding (one row) goes to every batch item.
+struct UNetNetwork<'a> {
+    unet: &'a UNet,
+    guidance: Option<Tensor>,
+}
 
 impl Network for UNetNetwork<'_> {
     fn forward(
@@ -290,8 +297,13 @@ impl Network for UNetNetwork<'_> {
         let Some(context) = context else {
             return Err(CoreError::Model("the UNet needs a text conditioning".into()));
         };
-        let t = Tensor::full(timestep as f32, x.dim(0)?, x.device())?;
-        Ok(self.0.forward(x, &t, context)?)
+        let batch = x.dim(0)?;
+        let t = Tensor::full(timestep as f32, batch, x.device())?;
+        let guidance = match &self.guidance {
+            Some(row) => Some(row.broadcast_as((batch, row.dim(1)?))?.contiguous()?),
+            None => None,
+        };
+        Ok(self.unet.forward_guided(x, &t, context, guidance.as_ref())?)
     }
 }
 
@@ -340,8 +352,16 @@ impl Pipeline {
         }
         let (dtype, device) = (options.dtype, options.device.clone());
         let defaults_path = dir.join(DEFAULTS_FILE);
-        let defaults =
+        let defaults: ModelDefaults =
             if defaults_path.exists() { read_json(&defaults_path)? } else { ModelDefaults::default() };
+        if let Some((lo, hi)) = defaults.guidance_range {
+            if !(lo.is_finite() && hi.is_finite() && lo <= hi) {
+                return Err(unsupported(
+                    &defaults_path,
+                    format!("guidance_range [{lo}, {hi}] is not a finite range from low to high"),
+                ));
+            }
+        }
         let unet_config_path = dir.join("unet/config.json");
         let raw: serde_json::Value = read_json(&unet_config_path)?;
         check_unet(&unet_config_path, &raw)?;
@@ -547,8 +567,7 @@ impl Pipeline {
         }
         let uncond = self.encode(&self.tokenize(&request.negative))?;
         let sampler = request.sampler.build(&self.scheduler, request.steps, &request.options)?;
-        let mut network = UNetNetwork(&self.unet);
-        let conditioning = Conditioning::Guided { cond, uncond, guidance: request.guidance };
+        let (mut network, conditioning) = self.guided(cond, uncond, request.guidance)?;
         let mut denoiser = ModelDenoiser::new(&mut network, self.prediction, conditioning)?;
         let channels = self.unet.config().in_channels;
         let shape = [1, channels, lh, lw];
@@ -640,13 +659,43 @@ impl Pipeline {
         let cond = self.encode(&self.tokenize(prompt))?;
         let uncond = self.encode(&self.tokenize(""))?;
         let inverse = DdimInverse::new(&self.scheduler, steps)?;
-        let mut network = UNetNetwork(&self.unet);
-        let mut denoiser = ModelDenoiser::new(
-            &mut network,
-            self.prediction,
-            Conditioning::Guided { cond, uncond, guidance },
-        )?;
+        let (mut network, conditioning) = self.guided(cond, uncond, guidance)?;
+        let mut denoiser = ModelDenoiser::new(&mut network, self.prediction, conditioning)?;
         Ok(inverse.invert(latent, &mut denoiser, callback)?.finished())
+    }
+
+    /// The network and conditioning for `guidance`: classifier-free guidance for ordinary models;
+    /// for a distilled (LCM) model one pass on the prompt alone with the scale as the network's
+    /// guidance embedding, as diffusers' `LatentConsistencyModelPipeline` runs it.
+    fn guided(
+        &self,
+        cond: Tensor,
+        uncond: Tensor,
+        guidance: Guidance,
+    ) -> Result<(UNetNetwork<'_>, Conditioning), PipelineError> {
+        let Some(dim) = self.unet.config().time_cond_proj_dim else {
+            let network = UNetNetwork { unet: &self.unet, guidance: None };
+            return Ok((network, Conditioning::Guided { cond, uncond, guidance }));
+        };
+        guidance.validate()?;
+        if let Some((lo, hi)) = self.defaults.guidance_range {
+            if !(lo..=hi).contains(&guidance.scale) {
+                return Err(PipelineError::Invalid {
+                    name: "guidance",
+                    value: guidance.scale.to_string(),
+                    reason: format!("this model was distilled for guidance {lo} to {hi}"),
+                });
+            }
+        }
+        let row = guidance_embedding(&[guidance.scale], dim, &self.device)?.to_dtype(self.dtype)?;
+        let network = UNetNetwork { unet: &self.unet, guidance: Some(row) };
+        Ok((network, Conditioning::Guided { cond, uncond, guidance: Guidance::none() }))
+    }
+
+    /// Whether the UNet takes the guidance scale as an input (a distilled LCM model): one network
+    /// evaluation per step whatever the scale.
+    pub fn guidance_embedded(&self) -> bool {
+        self.unet.config().time_cond_proj_dim.is_some()
     }
 
     /// Decodes a scaled latent to 8-bit RGB, row-major.

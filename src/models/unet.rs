@@ -48,6 +48,9 @@ pub struct UNetConfig {
     pub downsample_padding: usize,
     /// Input size in latent pixels (default render size = this × the VAE factor).
     pub sample_size: usize,
+    /// Width of the guidance embedding of a distilled (LCM) model: the guidance scale is an input
+    /// of the network instead of a second pass. `None` for ordinary models.
+    pub time_cond_proj_dim: Option<usize>,
 }
 
 impl Default for UNetConfig {
@@ -78,6 +81,7 @@ impl Default for UNetConfig {
             freq_shift: 0.0,
             downsample_padding: 1,
             sample_size: 64,
+            time_cond_proj_dim: None,
         }
     }
 }
@@ -230,18 +234,20 @@ struct Level {
 }
 
 /// Timestep embedding: sinusoids of `dim` frequencies (diffusers' `Timesteps`), then two linear
-/// layers with SiLU (`TimestepEmbedding`).
+/// layers with SiLU (`TimestepEmbedding`). A distilled model adds its guidance embedding through
+/// the bias-free `cond_proj` to the sinusoids before `linear_1`.
 #[derive(Debug)]
 struct TimeEmbedding {
     dim: usize,
     flip: bool,
     shift: f64,
+    cond_proj: Option<Linear>,
     linear_1: Linear,
     linear_2: Linear,
 }
 
 impl TimeEmbedding {
-    fn forward(&self, timesteps: &Tensor) -> Result<Tensor> {
+    fn forward(&self, timesteps: &Tensor, guidance: Option<&Tensor>) -> Result<Tensor> {
         let half = self.dim / 2;
         let freqs: Vec<f32> = (0..half)
             .map(|i| (-(10000f64.ln()) * i as f64 / (half as f64 - self.shift)).exp() as f32)
@@ -249,9 +255,36 @@ impl TimeEmbedding {
         let freqs = Tensor::from_vec(freqs, (1, half), timesteps.device())?.to_dtype(timesteps.dtype())?;
         let args = timesteps.unsqueeze(1)?.broadcast_mul(&freqs)?;
         let (sin, cos) = (args.sin()?, args.cos()?);
-        let emb = if self.flip { Tensor::cat(&[cos, sin], 1)? } else { Tensor::cat(&[sin, cos], 1)? };
+        let mut emb = if self.flip { Tensor::cat(&[cos, sin], 1)? } else { Tensor::cat(&[sin, cos], 1)? };
+        // diffusers applies `cond_proj` only when a condition is given; a distilled model run
+        // without one is the plain network.
+        if let (Some(proj), Some(w)) = (&self.cond_proj, guidance) {
+            let projected = proj.forward(&w.to_dtype(emb.dtype())?)?;
+            emb = (emb + projected)?;
+        }
         self.linear_2.forward(&self.linear_1.forward(&emb)?.silu()?)
     }
+}
+
+/// The guidance embedding a distilled (LCM) UNet takes, as diffusers'
+/// `LatentConsistencyModelPipeline.get_guidance_scale_embedding` computes it: w = scale − 1,
+/// times 1000, through `dim` sinusoids (sines, then cosines; a zero column pads an odd `dim`).
+/// One row per batch item.
+pub fn guidance_embedding(scales: &[f64], dim: usize, device: &candle_core::Device) -> Result<Tensor> {
+    let half = dim / 2;
+    let step = 10000f32.ln() / (half as f32 - 1.0);
+    // In float32 as diffusers computes it, so the embedding matches bit for bit.
+    let freqs: Vec<f32> = (0..half).map(|i| (i as f32 * -step).exp()).collect();
+    let mut rows = Vec::with_capacity(scales.len() * dim);
+    for &scale in scales {
+        let w = (scale - 1.0) as f32 * 1000.0;
+        rows.extend(freqs.iter().map(|f| (w * f).sin()));
+        rows.extend(freqs.iter().map(|f| (w * f).cos()));
+        if dim % 2 == 1 {
+            rows.push(0.0);
+        }
+    }
+    Tensor::from_vec(rows, (scales.len(), dim), device)
 }
 
 /// The UNet.
@@ -304,6 +337,12 @@ impl UNetConfig {
         within("UNet", "the length of block_out_channels", levels, MAX_LEVELS)?;
         within("UNet", "layers_per_block", self.layers_per_block, MAX_LEVELS)?;
         within("UNet", "sample_size", self.sample_size, MAX_LATENT_SIDE)?;
+        if let Some(dim) = self.time_cond_proj_dim {
+            within("UNet", "time_cond_proj_dim", dim, MAX_CHANNELS)?;
+            if dim < 4 {
+                return bad(format!("time_cond_proj_dim {dim} is below 4 (two sines and two cosines)"));
+            }
+        }
         if self.downsample_padding > 1 {
             return bad(format!("downsample_padding {} is not 0 or 1", self.downsample_padding));
         }
@@ -331,6 +370,10 @@ impl UNet {
             dim: ch[0],
             flip: c.flip_sin_to_cos,
             shift: c.freq_shift,
+            cond_proj: c
+                .time_cond_proj_dim
+                .map(|d| linear_no_bias(d, ch[0], tvb.pp("cond_proj")))
+                .transpose()?,
             linear_1: linear(ch[0], temb, tvb.pp("linear_1"))?,
             linear_2: linear(temb, temb, tvb.pp("linear_2"))?,
         };
@@ -448,31 +491,57 @@ impl UNet {
     /// Predicts for `x` `[batch, in, h, w]` at `timesteps` `[batch]` (training timesteps, any
     /// float dtype) with `context` `[batch, tokens, cross_attention_dim]`.
     pub fn forward(&self, x: &Tensor, timesteps: &Tensor, context: &Tensor) -> Result<Tensor> {
-        super::pool::on_pool(|| self.forward_on_pool(x, timesteps, context))
+        self.forward_guided(x, timesteps, context, None)
     }
 
-    fn forward_on_pool(&self, x: &Tensor, timesteps: &Tensor, context: &Tensor) -> Result<Tensor> {
+    /// [`UNet::forward`] with a distilled model's guidance embedding `[batch, time_cond_proj_dim]`
+    /// (see [`guidance_embedding`]); `None` runs the plain network.
+    pub fn forward_guided(
+        &self,
+        x: &Tensor,
+        timesteps: &Tensor,
+        context: &Tensor,
+        guidance: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        super::pool::on_pool(|| self.forward_on_pool(x, timesteps, context, guidance))
+    }
+
+    fn forward_on_pool(
+        &self,
+        x: &Tensor,
+        timesteps: &Tensor,
+        context: &Tensor,
+        guidance: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let batch = x.dim(0)?;
         if batch >= 2 && candle_core::utils::get_num_threads() >= 2 && plain_f32(&[x, context]) {
             // Inference on a batch (a guided pair): one half per core. Small networks gain far
             // more from this than from splitting each small product across threads.
             let half = batch / 2;
             let part = |from: usize, len: usize| {
+                let guidance = guidance.map(|g| g.narrow(0, from, len)).transpose()?;
                 self.forward_batch(
                     &x.narrow(0, from, len)?,
                     &timesteps.narrow(0, from, len)?,
                     &context.narrow(0, from, len)?,
+                    guidance.as_ref(),
                 )
             };
             let (first, second) = rayon::join(|| part(0, half), || part(half, batch - half));
             return Tensor::cat(&[first?, second?], 0);
         }
-        self.forward_batch(x, timesteps, context)
+        self.forward_batch(x, timesteps, context, guidance)
     }
 
     /// [`UNet::forward`] on the calling thread.
-    fn forward_batch(&self, x: &Tensor, timesteps: &Tensor, context: &Tensor) -> Result<Tensor> {
-        let temb = self.time.forward(&timesteps.to_dtype(x.dtype())?)?.silu()?;
+    fn forward_batch(
+        &self,
+        x: &Tensor,
+        timesteps: &Tensor,
+        context: &Tensor,
+        guidance: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let temb = self.time.forward(&timesteps.to_dtype(x.dtype())?, guidance)?.silu()?;
         let mut h = self.conv_in.forward(x)?;
         let mut skips = vec![h.clone()];
         for level in &self.down {

@@ -88,5 +88,38 @@ pub fn scheduler_config() -> SchedulerConfig {
 /// What `render` and the studio use unless told otherwise: few DDIM steps (trailing spacing
 /// starts them at pure noise), moderate guidance.
 pub fn model_defaults() -> ModelDefaults {
-    ModelDefaults { sampler: Some("ddim".into()), steps: 20, guidance: 5.0 }
+    ModelDefaults { sampler: Some("ddim".into()), steps: 20, guidance: 5.0, guidance_range: None }
+}
+
+/// Width of the live student's guidance embedding (diffusers' LCM models use 256 as well).
+pub const GUIDANCE_EMBEDDING: usize = 256;
+
+/// The guidance scales the live student is distilled over: its guidance control's range.
+pub const LIVE_GUIDANCE: (f64, f64) = (1.0, 8.0);
+
+/// The live student's UNet: the teacher's, plus the guidance embedding's `cond_proj`.
+pub fn live_unet_config() -> UNetConfig {
+    UNetConfig { time_cond_proj_dim: Some(GUIDANCE_EMBEDDING), ..unet_config() }
+}
+
+/// The live student's scheduler: diffusers' `LCMScheduler` on the teacher's noise schedule, with
+/// the 50-point distillation grid it was trained on.
+pub fn live_scheduler_config() -> SchedulerConfig {
+    SchedulerConfig {
+        class_name: Some("LCMScheduler".into()),
+        original_inference_steps: Some(50),
+        timestep_scaling: Some(10.0),
+        ..scheduler_config()
+    }
+}
+
+/// The live student's defaults: two LCM steps at the teacher's guidance, within the range it
+/// learnt.
+pub fn live_defaults() -> ModelDefaults {
+    ModelDefaults {
+        sampler: Some("lcm".into()),
+        steps: 2,
+        guidance: 5.0,
+        guidance_range: Some(LIVE_GUIDANCE),
+    }
 }

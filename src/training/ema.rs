@@ -16,6 +16,8 @@ pub struct Ema {
     entries: Vec<(String, Var, Tensor)>,
     /// Updates so far (sets the warm-up).
     step: usize,
+    /// A decay used from the first update on instead of the warm-up (a distillation target).
+    fixed: Option<f64>,
 }
 
 impl Ema {
@@ -31,7 +33,18 @@ impl Ema {
             .map(|(name, var)| Ok((name.clone(), var.clone(), var.as_tensor().detach().copy()?)))
             .collect::<candle_core::Result<_>>()?;
         entries.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(Self { entries, step })
+        Ok(Self { entries, step, fixed: None })
+    }
+
+    /// An average with the constant `decay` (no warm-up): the slowly following target network
+    /// of consistency distillation (diffusers' LCM script: 0.95).
+    pub fn fixed(map: &VarMap, decay: f64) -> candle_core::Result<Self> {
+        Ok(Self { fixed: Some(decay), ..Self::new(map, 0)? })
+    }
+
+    /// The averaged weights by name, to build a network that runs on them.
+    pub fn tensors(&self) -> std::collections::HashMap<String, Tensor> {
+        self.entries.iter().map(|(name, _, avg)| (name.clone(), avg.clone())).collect()
     }
 
     /// The decay of update number `step`: diffusers' warm-up `(1 + step) / (10 + step)`, capped
@@ -42,7 +55,7 @@ impl Ema {
 
     /// Moves the average toward the variables' current values.
     pub fn update(&mut self) -> candle_core::Result<()> {
-        let d = Self::decay(self.step);
+        let d = self.fixed.unwrap_or_else(|| Self::decay(self.step));
         for (_, var, avg) in &mut self.entries {
             *avg = ((&*avg * d)? + (var.as_tensor().detach() * (1.0 - d))?)?;
         }

@@ -2,5 +2,6 @@
 
 pub mod builtin;
 pub mod discriminator;
+pub mod distill;
 pub mod ema;
 pub mod train;

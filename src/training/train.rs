@@ -168,13 +168,13 @@ impl DiffusionStage {
 
 /// The lowest timestep a stroke picture is noised to in the stroke stage (SDEdit strength 0.25):
 /// below it so little noise covers the strokes that their flat edges are what the picture shows.
-const STROKE_T_MIN: usize = 250;
+pub(super) const STROKE_T_MIN: usize = 250;
 
 /// The highest timestep a stroke picture is noised to (SDEdit strength 0.75, the studio's
 /// default). Above it a noised painting looks like noise alone, so the strokes-over-caption
 /// lesson of [`caption_order`] would teach text-to-image to ignore its caption: trained up to
 /// t = 999 the model's prompt adherence fell from 95.8% to 90.0% (time of day 71%).
-const STROKE_T_MAX: usize = 750;
+pub(super) const STROKE_T_MAX: usize = 750;
 
 /// Which example's caption each of a batch of `batch` is trained with, when its first `strokes`
 /// are stroke pictures: the first half of those take the caption of a scene from the rest of
@@ -182,7 +182,7 @@ const STROKE_T_MAX: usize = 750;
 /// strokes were painted from. Paint that contradicts the prompt (a night-blue sky on "sunset")
 /// is then kept, as SDEdit promises, rather than painted over with the caption's colours; with
 /// captions that always agreed the model learnt to correct the paint toward the caption.
-fn caption_order(batch: usize, strokes: usize, device: &Device) -> candle_core::Result<Tensor> {
+pub(super) fn caption_order(batch: usize, strokes: usize, device: &Device) -> candle_core::Result<Tensor> {
     let order: Vec<u32> = (0..batch)
         .map(|i| if i < strokes / 2 && strokes + i < batch { strokes + i } else { i } as u32)
         .collect();
@@ -191,7 +191,7 @@ fn caption_order(batch: usize, strokes: usize, device: &Device) -> candle_core::
 
 /// Stroke pictures of the first `count` of `images` (`[B, 3, H, W]` in [-1, 1]): blocks of 2, 4,
 /// 8 or 16 pixels in 3 to 8 colours, drawn from `seed`, the way a person blocks in a scene.
-fn stroke_pictures(images: &Tensor, count: usize, seed: u64) -> Result<Tensor, TrainError> {
+pub(super) fn stroke_pictures(images: &Tensor, count: usize, seed: u64) -> Result<Tensor, TrainError> {
     use rayon::prelude::*;
     let (_, _, h, w) = images.dims4()?;
     let hwc = ((images.narrow(0, 0, count)?.permute((0, 2, 3, 1))? + 1.0)? * 0.5)?.contiguous()?;
@@ -228,13 +228,13 @@ pub struct Progress {
     pub secs_per_step: f64,
 }
 
-const STATE_FILE: &str = "train_state.json";
-const VAE_WEIGHTS: &str = "vae/diffusion_pytorch_model.safetensors";
-const UNET_WEIGHTS: &str = "unet/diffusion_pytorch_model.safetensors";
-const TEXT_WEIGHTS: &str = "text_encoder/model.safetensors";
+pub(super) const STATE_FILE: &str = "train_state.json";
+pub(super) const VAE_WEIGHTS: &str = "vae/diffusion_pytorch_model.safetensors";
+pub(super) const UNET_WEIGHTS: &str = "unet/diffusion_pytorch_model.safetensors";
+pub(super) const TEXT_WEIGHTS: &str = "text_encoder/model.safetensors";
 /// The UNet's and text encoder's own weights while training; the model folder's weights are
 /// their exponential moving average, which samples better.
-const UNET_RAW: &str = "train/unet.safetensors";
+pub(super) const UNET_RAW: &str = "train/unet.safetensors";
 const TEXT_RAW: &str = "train/text_encoder.safetensors";
 /// The decoder's adversary, kept to resume its fine-tuning.
 const DISCRIMINATOR: &str = "train/discriminator.safetensors";
@@ -250,17 +250,17 @@ const EDGE_WEIGHT: f64 = 0.5;
 /// the decoder's clamp.
 const LATENT_PENALTY: f64 = 1e-3;
 /// Seeds of training scenes start here; evaluation uses seeds below it.
-const TRAIN_SEED_BASE: u64 = 1 << 32;
+pub(super) const TRAIN_SEED_BASE: u64 = 1 << 32;
 /// The sheet of scenes and their decodings written at each autoencoder checkpoint.
 const RECONSTRUCTIONS: &str = "reconstructions.png";
 /// How many scenes it shows (seeds 0 and up, below the training seeds).
 const RECONSTRUCTION_COUNT: usize = 8;
 
-fn io<T>(path: &Path, r: std::io::Result<T>) -> Result<T, TrainError> {
+pub(super) fn io<T>(path: &Path, r: std::io::Result<T>) -> Result<T, TrainError> {
     r.map_err(|source| TrainError::Io { path: path.to_path_buf(), source })
 }
 
-fn write_json(path: &Path, value: &impl Serialize) -> Result<(), TrainError> {
+pub(super) fn write_json(path: &Path, value: &impl Serialize) -> Result<(), TrainError> {
     if let Some(dir) = path.parent() {
         io(dir, std::fs::create_dir_all(dir))?;
     }
@@ -271,12 +271,12 @@ fn write_json(path: &Path, value: &impl Serialize) -> Result<(), TrainError> {
     io(path, std::fs::rename(&tmp, path))
 }
 
-fn save(map: &VarMap, path: &Path) -> Result<(), TrainError> {
+pub(super) fn save(map: &VarMap, path: &Path) -> Result<(), TrainError> {
     save_as(map, path, DType::F32)
 }
 
 /// Writes a map's tensors in `dtype` (f32 checkpoints while training, f16 to ship).
-fn save_as(map: &VarMap, path: &Path, dtype: DType) -> Result<(), TrainError> {
+pub(super) fn save_as(map: &VarMap, path: &Path, dtype: DType) -> Result<(), TrainError> {
     if let Some(dir) = path.parent() {
         io(dir, std::fs::create_dir_all(dir))?;
     }
@@ -294,10 +294,19 @@ fn save_as(map: &VarMap, path: &Path, dtype: DType) -> Result<(), TrainError> {
 
 /// Loads a checkpoint into a map whatever its float type (f32 checkpoints, f16 shipped weights).
 fn load_into(map: &VarMap, path: &Path) -> Result<(), TrainError> {
+    load_into_except(map, path, "")
+}
+
+/// [`load_into`], leaving the variables whose names start with `fresh` (non-empty) as they are
+/// when the file lacks them: layers a distilled network adds to its teacher's.
+pub(super) fn load_into_except(map: &VarMap, path: &Path, fresh: &str) -> Result<(), TrainError> {
     let tensors = candle_core::safetensors::load(path, &Device::Cpu)?;
     let data =
         map.data().lock().map_err(|_| candle_core::Error::Msg("the weight map's lock is poisoned".into()))?;
     for (name, var) in data.iter() {
+        if !fresh.is_empty() && name.starts_with(fresh) && !tensors.contains_key(name) {
+            continue;
+        }
         let Some(tensor) = tensors.get(name) else {
             return Err(candle_core::Error::Msg(format!("{}: no tensor `{name}`", path.display())).into());
         };
@@ -338,7 +347,7 @@ fn write_configs(out: &Path, tokenizer: &WordTokenizer, scaling_factor: f64) -> 
 }
 
 /// A batch of scene images `[B, 3, 128, 128]` in [-1, 1] and their token ids `[B, tokens]`.
-fn batch(
+pub(super) fn batch(
     first_seed: u64,
     size: usize,
     tokenizer: &WordTokenizer,
@@ -381,7 +390,7 @@ fn noised_and_target(
 /// Learning rate: linear warm-up over 100 steps, then cosine decay to a tenth at the end. A run
 /// resumed mid-stage (at step `first` > 0) starts with fresh optimizer moments, whose first updates
 /// are as large as the rate itself, so it warms up again over 50 steps.
-fn learning_rate(peak: f64, step: usize, total: usize, first: usize) -> f64 {
+pub(super) fn learning_rate(peak: f64, step: usize, total: usize, first: usize) -> f64 {
     let warm = 100usize.min(total / 4).max(1);
     let rate = if step < warm {
         peak * (step + 1) as f64 / warm as f64
@@ -775,14 +784,14 @@ fn zero_residual_branches(map: &VarMap) -> Result<(), TrainError> {
 
 /// Exponential moving averages of the loss and the step time.
 #[derive(Debug, Default)]
-struct Meter {
-    loss: f64,
-    secs: f64,
+pub(super) struct Meter {
+    pub(super) loss: f64,
+    pub(super) secs: f64,
     seen: usize,
 }
 
 impl Meter {
-    fn update(&mut self, loss: f64, secs: f64) {
+    pub(super) fn update(&mut self, loss: f64, secs: f64) {
         let k = if self.seen < 20 { 1.0 / (self.seen + 1) as f64 } else { 0.05 };
         self.loss += k * (loss - self.loss);
         self.secs += k * (secs - self.secs);

@@ -71,6 +71,11 @@ impl CanvasView {
         Self { current: None, worker, drawn: None, drawing: None }
     }
 
+    /// The stroke being painted (pointer still down), for Live mode's renders.
+    pub fn stroke_in_progress(&self) -> Option<&Stroke> {
+        self.current.as_ref().filter(|s| !s.points.is_empty())
+    }
+
     /// Whether the picture shown is the current strokes' (nothing is being rasterised).
     pub fn is_drawn(&self) -> bool {
         self.drawing.is_none() && self.drawn.is_some()
@@ -146,7 +151,9 @@ impl CanvasView {
                 stroke.points.iter().map(|p| rect.min + egui::vec2(p[0], p[1]) * size).collect();
             painter.add(egui::Shape::line(points, Line::new(width, color)));
         }
-        let response = response.on_hover_text("Paint with the mouse or a pen; release to render");
+        let response = response.on_hover_text(
+            "Paint with the mouse or a pen; release to render (in Live mode it renders as you paint)",
+        );
         response.widget_info(|| egui::WidgetInfo::labeled(egui::WidgetType::Other, true, "SDEdit canvas"));
         change
     }

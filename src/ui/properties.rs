@@ -31,6 +31,13 @@ pub fn properties_ui(ui: &mut Ui, node: &mut Node, unknown: &[String]) -> Proper
                 if ui.button("Built-in").on_hover_text("The model that ships with the studio").clicked() {
                     m.source = ModelSource::Builtin;
                 }
+                if ui
+                    .button("Built-in live")
+                    .on_hover_text("The built-in model's few-step student, for painting live")
+                    .clicked()
+                {
+                    m.source = ModelSource::BuiltinLive;
+                }
                 if ui.button("Folder…").on_hover_text("A diffusers model folder").clicked() {
                     out.choose_model = Some(true);
                 }

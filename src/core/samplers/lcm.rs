@@ -22,6 +22,8 @@ use crate::core::tensor_ops::lincomb;
 #[derive(Debug, Clone)]
 pub struct Lcm {
     plan: TimestepPlan,
+    /// The distillation grid's length (`original_inference_steps`).
+    original: usize,
     timestep_scaling: f64,
     clip: Option<f64>,
 }
@@ -42,17 +44,35 @@ impl Lcm {
                 format!("LCM takes 1 to {original} steps (its distillation grid)"),
             )
         })?;
-        let k = train / original;
-        // The grid k·i - 1 for i = original..1, then `steps` evenly spaced indices into it.
-        let grid: Vec<usize> = (1..=original).rev().map(|i| i * k - 1).collect();
-        let timesteps =
-            (0..steps).map(|j| grid[(j as f64 * original as f64 / steps as f64).floor() as usize]).collect();
+        let timesteps = grid_timesteps(train, original, steps, 1.0)?;
         Ok(Self {
             plan: TimestepPlan { schedule, timesteps },
+            original,
             timestep_scaling: config.timestep_scaling.unwrap_or(10.0),
             clip: clip_range(config, false),
         })
     }
+}
+
+/// `steps` evenly spaced indices into the distillation grid k·i − 1 for i = n..1, where
+/// n = int(original · strength) and k = train / original: diffusers' `LCMScheduler.set_timesteps`,
+/// whose strength keeps the step count and shortens the grid (its img2img).
+fn grid_timesteps(train: usize, original: usize, steps: usize, strength: f64) -> Result<Vec<usize>> {
+    let k = train / original;
+    let n = (original as f64 * strength) as usize;
+    if n < steps {
+        return Err(CoreError::invalid(
+            "strength",
+            strength,
+            format!(
+                "LCM spaces {steps} steps over the first {n} of its {original} grid points; \
+                 raise the strength to at least {:.3} or lower the steps",
+                steps as f64 / original as f64
+            ),
+        ));
+    }
+    let grid: Vec<usize> = (1..=n).rev().map(|i| i * k - 1).collect();
+    Ok((0..steps).map(|j| grid[(j as f64 * n as f64 / steps as f64).floor() as usize]).collect())
 }
 
 impl Sampler for Lcm {
@@ -62,6 +82,13 @@ impl Sampler for Lcm {
 
     fn plan(&self) -> &dyn StepPlan {
         &self.plan
+    }
+
+    fn for_strength(&self, strength: f64) -> Result<Option<Box<dyn Sampler>>> {
+        let timesteps =
+            grid_timesteps(self.plan.schedule.train_steps(), self.original, self.steps(), strength)?;
+        let plan = TimestepPlan { schedule: self.plan.schedule.clone(), timesteps };
+        Ok(Some(Box::new(Self { plan, ..self.clone() })))
     }
 
     fn run(&self, mut x: Tensor, from: usize, ctx: &mut SampleContext<'_>) -> Result<Outcome> {

@@ -134,6 +134,14 @@ pub trait Sampler {
         self.plan().steps()
     }
 
+    /// The sampler SDEdit at `strength` runs from its first step, when this algorithm places
+    /// img2img steps itself; `None` (most samplers) runs the last int(steps · strength) steps of
+    /// this one (see [`crate::core::sdedit`]). LCM keeps its step count and spaces the steps over
+    /// the start of its distillation grid, as diffusers' `LCMScheduler` does.
+    fn for_strength(&self, _strength: f64) -> Result<Option<Box<dyn Sampler>>> {
+        Ok(None)
+    }
+
     /// alpha_bar of the state at the start of step `step`.
     fn alpha_bar_at(&self, step: usize) -> f64 {
         self.plan().alpha_bar_at(step)

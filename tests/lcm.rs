@@ -1,0 +1,121 @@
+//! A tiny latent-consistency pipeline saved by diffusers itself
+//! (`tests/fixtures/tiny_lcm/make_fixture.py`): a UNet with a guidance embedding
+//! (`time_cond_proj_dim`) and an `LCMScheduler`. Our guidance embedding, LCM img2img timesteps
+//! and renders (text-to-image and img2img, one network pass per step) must equal diffusers'.
+
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+
+use candle_core::Device;
+use latent_studio::core::samplers::{SamplerKind, StepView};
+use latent_studio::core::{Guidance, SchedulerConfig};
+use latent_studio::engine::spec::rgb_tensor;
+use latent_studio::imageio::read_png;
+use latent_studio::models::pipeline::{InitImage, LoadOptions, Pipeline, Request};
+use latent_studio::models::unet::guidance_embedding;
+use serde_json::Value;
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny_lcm")
+}
+
+fn cases() -> Value {
+    serde_json::from_str(&std::fs::read_to_string(fixture().join("cases.json")).unwrap()).unwrap()
+}
+
+fn scheduler() -> SchedulerConfig {
+    SchedulerConfig::from_json(
+        &std::fs::read_to_string(fixture().join("model/scheduler/scheduler_config.json")).unwrap(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn the_guidance_embedding_equals_diffusers() {
+    for case in cases()["guidance_embeddings"].as_array().unwrap() {
+        let scale = case["guidance"].as_f64().unwrap();
+        let dim = case["dim"].as_u64().unwrap() as usize;
+        let want: Vec<f64> = serde_json::from_value(case["embedding"].clone()).unwrap();
+        let got: Vec<f32> = guidance_embedding(&[scale], dim, &Device::Cpu)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert_eq!(got.len(), want.len());
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!((f64::from(*g) - w).abs() < 2e-6, "guidance {scale}, element {i}: {g} vs {w}");
+        }
+    }
+}
+
+#[test]
+fn lcm_img2img_timesteps_equal_diffusers_for_every_strength() {
+    let config = scheduler();
+    for case in cases()["timesteps"].as_array().unwrap() {
+        let steps = case["steps"].as_u64().unwrap() as usize;
+        let strength = case["strength"].as_f64().unwrap();
+        let want: Vec<f64> = serde_json::from_value(case["timesteps"].clone()).unwrap();
+        let lcm = SamplerKind::Lcm.build(&config, steps, &Default::default()).unwrap();
+        let placed = lcm.for_strength(strength).unwrap().expect("LCM places its own img2img steps");
+        let got: Vec<f64> = (0..placed.steps()).map(|i| placed.timestep_at(i)).collect();
+        assert_eq!(got, want, "{steps} steps at strength {strength}");
+    }
+    for case in cases()["refused_timesteps"].as_array().unwrap() {
+        let steps = case["steps"].as_u64().unwrap() as usize;
+        let strength = case["strength"].as_f64().unwrap();
+        let lcm = SamplerKind::Lcm.build(&config, steps, &Default::default()).unwrap();
+        let err = lcm.for_strength(strength).err().expect("diffusers refuses this too");
+        assert!(err.to_string().contains("strength"), "{err}");
+    }
+}
+
+#[test]
+fn lcm_renders_match_diffusers_pixels() {
+    let pipeline = Pipeline::load(&fixture().join("model"), &LoadOptions::default()).unwrap();
+    assert!(pipeline.guidance_embedded());
+    assert_eq!(pipeline.default_sampler().0, SamplerKind::Lcm);
+    let init = rgb_tensor(&read_png(&fixture().join("renders/init.png")).unwrap()).unwrap();
+    for case in cases()["cases"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let latent = candle_core::safetensors::load(
+            fixture().join(format!("renders/{name}.safetensors")),
+            &Device::Cpu,
+        )
+        .unwrap()
+        .remove("latent")
+        .unwrap();
+        let init_image =
+            case["strength"].as_f64().map(|strength| InitImage { image: init.clone(), strength, mask: None });
+        let request = Request {
+            prompt: case["prompt"].as_str().unwrap().into(),
+            negative: String::new(),
+            sampler: SamplerKind::Lcm,
+            options: Default::default(),
+            steps: case["steps"].as_u64().unwrap() as usize,
+            guidance: Guidance { scale: case["guidance"].as_f64().unwrap(), ..Guidance::none() },
+            seed: 0,
+            size: None,
+            init_latent: Some(latent),
+            init_image,
+            prompt_to: None,
+        };
+        let mut evaluations = 0;
+        let ours = pipeline
+            .render(&request, &mut |_: &StepView<'_>| {
+                evaluations += 1;
+                ControlFlow::Continue(())
+            })
+            .unwrap()
+            .unwrap();
+        assert_eq!(evaluations, request.steps, "{name}: one network pass per step");
+        let theirs = read_png(&fixture().join(format!("renders/{name}.png"))).unwrap();
+        assert_eq!((ours.width, ours.height), (theirs.width, theirs.height), "{name}");
+        let diffs: Vec<f64> =
+            ours.rgb.iter().zip(&theirs.data).map(|(&a, &b)| (f64::from(a) - f64::from(b)).abs()).collect();
+        let mean = diffs.iter().sum::<f64>() / diffs.len() as f64;
+        let max = diffs.iter().copied().fold(0.0, f64::max);
+        println!("{name}: mean abs diff {mean:.3}, max {max}");
+        assert!(mean <= 0.5 && max <= 4.0, "{name}: mean abs diff {mean}, max {max}");
+    }
+}
