@@ -127,7 +127,7 @@ pub struct DistillArgs {
     #[arg(long)]
     pub resume: bool,
     /// Distillation steps.
-    #[arg(long, default_value_t = 6000)]
+    #[arg(long, default_value_t = 4000)]
     pub steps: usize,
     /// Scenes per step (half of them as stroke pictures).
     #[arg(long, default_value_t = 16)]
