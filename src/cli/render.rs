@@ -98,6 +98,10 @@ pub struct ModelArgs {
     /// Override the model's prediction type: eps or v.
     #[arg(long)]
     pub prediction_type: Option<String>,
+    /// Replace the model's autoencoder (encoding and decoding) by a diffusers `AutoencoderKL` or
+    /// `AutoencoderTiny` (TAESD) folder, or another model folder's `vae/`.
+    #[arg(long)]
+    pub vae: Option<PathBuf>,
 }
 
 impl ModelArgs {
@@ -136,7 +140,11 @@ impl ModelArgs {
                 path.display()
             );
         }
-        Ok(Pipeline::load(&path, &LoadOptions { dtype, device, prediction_type })?)
+        let mut pipeline = Pipeline::load(&path, &LoadOptions { dtype, device, prediction_type })?;
+        if let Some(vae) = &self.vae {
+            pipeline.swap_vae(vae)?;
+        }
+        Ok(pipeline)
     }
 
     /// The model's name for PNG metadata.

@@ -59,6 +59,14 @@ impl AutoencoderConfig {
         }
     }
 
+    /// Channels of the latent.
+    pub fn latent_channels(&self) -> usize {
+        match self {
+            Self::Kl(c) => c.latent_channels,
+            Self::Tiny(c) => c.latent_channels,
+        }
+    }
+
     /// Latents are multiplied by this before diffusion.
     pub fn scaling_factor(&self) -> f64 {
         match self {

@@ -404,6 +404,49 @@ impl Pipeline {
         })
     }
 
+    /// Replaces the autoencoder by the one in `path`: a diffusers `AutoencoderKL` or
+    /// `AutoencoderTiny` (TAESD) folder (`config.json` and its weights), or a model folder's
+    /// `vae/`. It must have the UNet's latent channels and the same downscale; its own scaling
+    /// factor applies (TAESD's 1.0: it reads the UNet's latents directly). Encoded pictures
+    /// cached with the old one are dropped.
+    pub fn swap_vae(&mut self, path: &Path) -> Result<(), PipelineError> {
+        if path.is_file() {
+            return Err(unsupported(
+                path,
+                "expected a diffusers AutoencoderKL or AutoencoderTiny folder (config.json and \
+                 diffusion_pytorch_model.safetensors); single VAE files are not read yet",
+            ));
+        }
+        let dir = if path.join("config.json").is_file() { path.to_path_buf() } else { path.join("vae") };
+        let config_path = dir.join("config.json");
+        let config = AutoencoderConfig::from_json(read_json(&config_path)?)
+            .map_err(|e| unsupported(&config_path, e.to_string()))?;
+        let (want, have) = (self.unet.config().in_channels, config.latent_channels());
+        if have != want {
+            return Err(unsupported(
+                &config_path,
+                format!("this autoencoder has {have} latent channels; the model's UNet takes {want}"),
+            ));
+        }
+        if config.downscale() != self.vae_factor() {
+            return Err(unsupported(
+                &config_path,
+                format!(
+                    "this autoencoder scales pictures down {}x; the model's scales them {}x",
+                    config.downscale(),
+                    self.vae_factor()
+                ),
+            ));
+        }
+        let weights = weights_file(&dir, "diffusion_pytorch_model", self.dtype)?;
+        self.vae = Autoencoder::new(&config, load_weights(&weights, self.dtype, &self.device)?)
+            .map_err(|source| PipelineError::Weights { path: weights, source })?;
+        if let Ok(mut cache) = self.encoded_images.lock() {
+            *cache = LruCache::new(CONDITIONING_CACHE_BYTES);
+        }
+        Ok(())
+    }
+
     /// Loads a single-file LDM checkpoint with the shipped CLIP vocabulary.
     fn load_single_file(path: &Path, options: &LoadOptions) -> Result<Self, PipelineError> {
         let c = super::single_file::convert(path, options.dtype, &options.device)?;
