@@ -9,10 +9,11 @@ use std::path::{Path, PathBuf};
 use candle_core::Device;
 use latent_studio::core::samplers::{SamplerKind, StepView};
 use latent_studio::core::{Guidance, PredictionType};
-use latent_studio::imageio::read_png;
 use latent_studio::models::clip_tokenizer::ClipTokenizer;
 use latent_studio::models::pipeline::{LoadOptions, Pipeline, Request};
 use serde_json::Value;
+
+mod common;
 
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny_sd")
@@ -53,13 +54,7 @@ fn renders_match_diffusers_pixels() {
             &LoadOptions { prediction_type, ..LoadOptions::default() },
         )
         .unwrap();
-        let latent = candle_core::safetensors::load(
-            fixture().join(format!("renders/{name}.safetensors")),
-            &Device::Cpu,
-        )
-        .unwrap()
-        .remove("latent")
-        .unwrap();
+        let latent = common::saved_latent(&fixture().join(format!("renders/{name}.safetensors")));
         let request = Request {
             prompt: case["prompt"].as_str().unwrap().into(),
             negative: case["negative"].as_str().unwrap().into(),
@@ -75,14 +70,12 @@ fn renders_match_diffusers_pixels() {
         };
         let ours =
             pipeline.render(&request, &mut |_: &StepView<'_>| ControlFlow::Continue(())).unwrap().unwrap();
-        let theirs = read_png(&fixture().join(format!("renders/{name}.png"))).unwrap();
-        assert_eq!((ours.width, ours.height), (theirs.width, theirs.height), "{name}");
-        let diffs: Vec<f64> =
-            ours.rgb.iter().zip(&theirs.data).map(|(&a, &b)| (f64::from(a) - f64::from(b)).abs()).collect();
-        let mean = diffs.iter().sum::<f64>() / diffs.len() as f64;
-        let max = diffs.iter().copied().fold(0.0, f64::max);
-        println!("{name}: mean abs diff {mean:.3}, max {max}");
-        assert!(mean <= 0.5 && max <= 4.0, "{name}: mean abs diff {mean}, max {max}");
+        common::assert_matches_png(
+            name,
+            &ours.rgb,
+            (ours.width, ours.height),
+            &fixture().join(format!("renders/{name}.png")),
+        );
     }
 }
 

@@ -15,6 +15,8 @@ use latent_studio::models::pipeline::{InitImage, LoadOptions, Pipeline, Request}
 use latent_studio::models::unet::guidance_embedding;
 use serde_json::Value;
 
+mod common;
+
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny_lcm")
 }
@@ -78,13 +80,7 @@ fn lcm_renders_match_diffusers_pixels() {
     let init = rgb_tensor(&read_png(&fixture().join("renders/init.png")).unwrap()).unwrap();
     for case in cases()["cases"].as_array().unwrap() {
         let name = case["name"].as_str().unwrap();
-        let latent = candle_core::safetensors::load(
-            fixture().join(format!("renders/{name}.safetensors")),
-            &Device::Cpu,
-        )
-        .unwrap()
-        .remove("latent")
-        .unwrap();
+        let latent = common::saved_latent(&fixture().join(format!("renders/{name}.safetensors")));
         let init_image =
             case["strength"].as_f64().map(|strength| InitImage { image: init.clone(), strength, mask: None });
         let request = Request {
@@ -109,13 +105,11 @@ fn lcm_renders_match_diffusers_pixels() {
             .unwrap()
             .unwrap();
         assert_eq!(evaluations, request.steps, "{name}: one network pass per step");
-        let theirs = read_png(&fixture().join(format!("renders/{name}.png"))).unwrap();
-        assert_eq!((ours.width, ours.height), (theirs.width, theirs.height), "{name}");
-        let diffs: Vec<f64> =
-            ours.rgb.iter().zip(&theirs.data).map(|(&a, &b)| (f64::from(a) - f64::from(b)).abs()).collect();
-        let mean = diffs.iter().sum::<f64>() / diffs.len() as f64;
-        let max = diffs.iter().copied().fold(0.0, f64::max);
-        println!("{name}: mean abs diff {mean:.3}, max {max}");
-        assert!(mean <= 0.5 && max <= 4.0, "{name}: mean abs diff {mean}, max {max}");
+        common::assert_matches_png(
+            name,
+            &ours.rgb,
+            (ours.width, ours.height),
+            &fixture().join(format!("renders/{name}.png")),
+        );
     }
 }

@@ -11,10 +11,11 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use latent_studio::core::samplers::{SamplerKind, StepView};
 use latent_studio::core::Guidance;
-use latent_studio::imageio::read_png;
 use latent_studio::models::clip_tokenizer::ClipTokenizer;
 use latent_studio::models::pipeline::{LoadOptions, Pipeline, Request};
 use serde_json::Value;
+
+mod common;
 
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/single_file")
@@ -39,11 +40,7 @@ fn single_file_checkpoints_render_as_diffusers() {
         let name = case["name"].as_str().unwrap();
         let file = fixture().join(case["file"].as_str().unwrap());
         let pipeline = Pipeline::load(&file, &LoadOptions::default()).unwrap();
-        let latent =
-            candle_core::safetensors::load(fixture().join(format!("{name}.safetensors")), &Device::Cpu)
-                .unwrap()
-                .remove("latent")
-                .unwrap();
+        let latent = common::saved_latent(&fixture().join(format!("{name}.safetensors")));
         let request = Request {
             prompt: case["prompt"].as_str().unwrap().into(),
             negative: String::new(),
@@ -59,12 +56,12 @@ fn single_file_checkpoints_render_as_diffusers() {
         };
         let ours =
             pipeline.render(&request, &mut |_: &StepView<'_>| ControlFlow::Continue(())).unwrap().unwrap();
-        let theirs = read_png(&fixture().join(format!("{name}.png"))).unwrap();
-        let diffs: Vec<f64> =
-            ours.rgb.iter().zip(&theirs.data).map(|(&a, &b)| (f64::from(a) - f64::from(b)).abs()).collect();
-        let mean = diffs.iter().sum::<f64>() / diffs.len() as f64;
-        let max = diffs.iter().copied().fold(0.0, f64::max);
-        assert!(mean <= 0.5 && max <= 4.0, "{name}: mean abs diff {mean}, max {max}");
+        common::assert_matches_png(
+            name,
+            &ours.rgb,
+            (ours.width, ours.height),
+            &fixture().join(format!("{name}.png")),
+        );
     }
 }
 

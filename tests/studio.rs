@@ -47,13 +47,17 @@ fn settled(app: &StudioApp) -> bool {
     !app.busy() && shown_key(app).is_some() && shown_key(app) == wanted_key(app)
 }
 
-fn drag(h: &mut Harness<'_, StudioApp>, from: egui::Pos2, to: egui::Pos2, moves: usize) {
-    let button = |pos, pressed| egui::Event::PointerButton {
+/// The primary button pressed or released at `pos`.
+fn button(pos: egui::Pos2, pressed: bool) -> egui::Event {
+    egui::Event::PointerButton {
         pos,
         button: egui::PointerButton::Primary,
         pressed,
         modifiers: egui::Modifiers::NONE,
-    };
+    }
+}
+
+fn drag(h: &mut Harness<'_, StudioApp>, from: egui::Pos2, to: egui::Pos2, moves: usize) {
     h.input_mut().events.push(egui::Event::PointerMoved(from));
     h.step();
     h.input_mut().events.push(button(from, true));
@@ -356,12 +360,6 @@ fn in_live_mode_pictures_arrive_while_a_stroke_is_painted_each_from_the_partial_
     let rect = h.get_by_label("SDEdit canvas").rect();
     let (from, to) =
         (egui::pos2(rect.left() + 10.0, rect.center().y), egui::pos2(rect.right() - 10.0, rect.top() + 20.0));
-    let button = |pos, pressed| egui::Event::PointerButton {
-        pos,
-        button: egui::PointerButton::Primary,
-        pressed,
-        modifiers: egui::Modifiers::NONE,
-    };
     h.input_mut().events.push(egui::Event::PointerMoved(from));
     h.step();
     h.input_mut().events.push(button(from, true));

@@ -6,13 +6,14 @@
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
-use candle_core::Device;
 use latent_studio::core::samplers::{SamplerKind, StepView};
 use latent_studio::core::Guidance;
 use latent_studio::engine::spec::rgb_tensor;
 use latent_studio::imageio::read_png;
 use latent_studio::models::pipeline::{InitImage, LoadOptions, Pipeline, Request};
 use serde_json::Value;
+
+mod common;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
@@ -28,11 +29,7 @@ fn renders_through_a_swapped_taesd_match_diffusers_pixels() {
     let init = rgb_tensor(&read_png(&here.join("renders/init.png")).unwrap()).unwrap();
     for case in cases["cases"].as_array().unwrap() {
         let name = case["name"].as_str().unwrap();
-        let latent =
-            candle_core::safetensors::load(here.join(format!("renders/{name}.safetensors")), &Device::Cpu)
-                .unwrap()
-                .remove("latent")
-                .unwrap();
+        let latent = common::saved_latent(&here.join(format!("renders/{name}.safetensors")));
         let request = Request {
             prompt: case["prompt"].as_str().unwrap().into(),
             negative: String::new(),
@@ -52,13 +49,12 @@ fn renders_through_a_swapped_taesd_match_diffusers_pixels() {
         };
         let ours =
             pipeline.render(&request, &mut |_: &StepView<'_>| ControlFlow::Continue(())).unwrap().unwrap();
-        let theirs = read_png(&here.join(format!("renders/{name}.png"))).unwrap();
-        let diffs: Vec<f64> =
-            ours.rgb.iter().zip(&theirs.data).map(|(&a, &b)| (f64::from(a) - f64::from(b)).abs()).collect();
-        let mean = diffs.iter().sum::<f64>() / diffs.len() as f64;
-        let max = diffs.iter().copied().fold(0.0, f64::max);
-        println!("{name}: mean abs diff {mean:.3}, max {max}");
-        assert!(mean <= 0.5 && max <= 4.0, "{name}: mean abs diff {mean}, max {max}");
+        common::assert_matches_png(
+            name,
+            &ours.rgb,
+            (ours.width, ours.height),
+            &here.join(format!("renders/{name}.png")),
+        );
     }
 }
 

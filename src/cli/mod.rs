@@ -248,16 +248,7 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
         uncond_share: 0.1,
         half: args.half,
     };
-    let mut last_line = std::time::Instant::now();
-    let mut report = |p: &crate::training::train::Progress| {
-        if last_line.elapsed().as_secs_f64() < 1.0 && p.step != p.total {
-            return;
-        }
-        last_line = std::time::Instant::now();
-        let eta = (p.total - p.step) as f64 * p.secs_per_step;
-        let extra = format!("loss {:.4} {:.2}s/step ", p.loss, p.secs_per_step);
-        progress::draw(p.stage, p.step, p.total, &extra, eta);
-    };
+    let mut report = training_progress();
     let state = crate::training::train::train(&opts, &mut report)
         .with_context(|| format!("training into {}", args.out.display()))?;
     eprintln!(
@@ -265,6 +256,20 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
         state.vae_step, state.unet_step, state.stroke_step, state.decoder_step
     );
     Ok(())
+}
+
+/// A training run's progress bar: at most one line a second, and the last step's.
+fn training_progress() -> impl FnMut(&crate::training::train::Progress) {
+    let mut last_line = std::time::Instant::now();
+    move |p| {
+        if last_line.elapsed().as_secs_f64() < 1.0 && p.step != p.total {
+            return;
+        }
+        last_line = std::time::Instant::now();
+        let eta = (p.total - p.step) as f64 * p.secs_per_step;
+        let extra = format!("loss {:.4} {:.2}s/step ", p.loss, p.secs_per_step);
+        progress::draw(p.stage, p.step, p.total, &extra, eta);
+    }
 }
 
 fn distill(args: &DistillArgs) -> anyhow::Result<()> {
@@ -278,16 +283,7 @@ fn distill(args: &DistillArgs) -> anyhow::Result<()> {
         checkpoint_every: args.checkpoint_every.max(1),
         half: args.half,
     };
-    let mut last_line = std::time::Instant::now();
-    let mut report = |p: &crate::training::train::Progress| {
-        if last_line.elapsed().as_secs_f64() < 1.0 && p.step != p.total {
-            return;
-        }
-        last_line = std::time::Instant::now();
-        let eta = (p.total - p.step) as f64 * p.secs_per_step;
-        let extra = format!("loss {:.4} {:.2}s/step ", p.loss, p.secs_per_step);
-        progress::draw(p.stage, p.step, p.total, &extra, eta);
-    };
+    let mut report = training_progress();
     let state = crate::training::distill::distill(&opts, &mut report)
         .with_context(|| format!("distilling {} into {}", args.teacher.display(), args.out.display()))?;
     eprintln!("done: {} distillation steps", state.step);

@@ -123,3 +123,24 @@ pub fn copy_dir(src: &std::path::Path, dst: &std::path::Path) {
         }
     }
 }
+
+/// The `latent` tensor a fixture script saved beside a render (the starting or added noise).
+pub fn saved_latent(path: &std::path::Path) -> Tensor {
+    candle_core::safetensors::load(path, &Device::Cpu)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .remove("latent")
+        .unwrap_or_else(|| panic!("{}: no `latent` tensor", path.display()))
+}
+
+/// Asserts that a render (RGB, row-major) is the picture diffusers saved as `png`, within
+/// rounding: mean absolute difference at most 0.5 and no channel off by more than 4.
+pub fn assert_matches_png(name: &str, rgb: &[u8], size: (usize, usize), png: &std::path::Path) {
+    let theirs = latent_studio::imageio::read_png(png).unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert_eq!(size, (theirs.width, theirs.height), "{name}: picture size");
+    let diffs: Vec<f64> =
+        rgb.iter().zip(&theirs.data).map(|(&a, &b)| (f64::from(a) - f64::from(b)).abs()).collect();
+    let mean = diffs.iter().sum::<f64>() / diffs.len() as f64;
+    let max = diffs.iter().copied().fold(0.0, f64::max);
+    println!("{name}: mean abs diff {mean:.3}, max {max}");
+    assert!(mean <= 0.5 && max <= 4.0, "{name}: mean abs diff {mean}, max {max}");
+}
