@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 use latent_studio::core::samplers::{SamplerKind, StepView};
-use latent_studio::core::{Guidance, PredictionType};
+use latent_studio::core::PredictionType;
 use latent_studio::models::clip_tokenizer::ClipTokenizer;
-use latent_studio::models::pipeline::{LoadOptions, Pipeline, Request};
+use latent_studio::models::pipeline::{LoadOptions, Pipeline};
 use serde_json::Value;
 
 mod common;
@@ -55,19 +55,8 @@ fn renders_match_diffusers_pixels() {
         )
         .unwrap();
         let latent = common::saved_latent(&fixture().join(format!("renders/{name}.safetensors")));
-        let request = Request {
-            prompt: case["prompt"].as_str().unwrap().into(),
-            negative: case["negative"].as_str().unwrap().into(),
-            sampler: SamplerKind::parse(case["sampler"].as_str().unwrap()).unwrap(),
-            options: Default::default(),
-            steps: case["steps"].as_u64().unwrap() as usize,
-            guidance: Guidance { scale: case["guidance"].as_f64().unwrap(), ..Guidance::none() },
-            seed: 0,
-            size: None,
-            init_latent: Some(latent),
-            init_image: None,
-            prompt_to: None,
-        };
+        let sampler = SamplerKind::parse(case["sampler"].as_str().unwrap()).unwrap();
+        let request = common::case_request(case, sampler, latent);
         let ours =
             pipeline.render(&request, &mut |_: &StepView<'_>| ControlFlow::Continue(())).unwrap().unwrap();
         common::assert_matches_png(

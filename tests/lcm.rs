@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 use latent_studio::core::samplers::{SamplerKind, StepView};
-use latent_studio::core::{Guidance, SchedulerConfig};
+use latent_studio::core::SchedulerConfig;
 use latent_studio::engine::spec::rgb_tensor;
 use latent_studio::imageio::read_png;
 use latent_studio::models::pipeline::{InitImage, LoadOptions, Pipeline, Request};
@@ -83,19 +83,7 @@ fn lcm_renders_match_diffusers_pixels() {
         let latent = common::saved_latent(&fixture().join(format!("renders/{name}.safetensors")));
         let init_image =
             case["strength"].as_f64().map(|strength| InitImage { image: init.clone(), strength, mask: None });
-        let request = Request {
-            prompt: case["prompt"].as_str().unwrap().into(),
-            negative: String::new(),
-            sampler: SamplerKind::Lcm,
-            options: Default::default(),
-            steps: case["steps"].as_u64().unwrap() as usize,
-            guidance: Guidance { scale: case["guidance"].as_f64().unwrap(), ..Guidance::none() },
-            seed: 0,
-            size: None,
-            init_latent: Some(latent),
-            init_image,
-            prompt_to: None,
-        };
+        let request = Request { init_image, ..common::case_request(case, SamplerKind::Lcm, latent) };
         let mut evaluations = 0;
         let ours = pipeline
             .render(&request, &mut |_: &StepView<'_>| {

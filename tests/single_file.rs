@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use latent_studio::core::samplers::{SamplerKind, StepView};
-use latent_studio::core::Guidance;
 use latent_studio::models::clip_tokenizer::ClipTokenizer;
 use latent_studio::models::pipeline::{LoadOptions, Pipeline, Request};
 use serde_json::Value;
@@ -41,19 +40,8 @@ fn single_file_checkpoints_render_as_diffusers() {
         let file = fixture().join(case["file"].as_str().unwrap());
         let pipeline = Pipeline::load(&file, &LoadOptions::default()).unwrap();
         let latent = common::saved_latent(&fixture().join(format!("{name}.safetensors")));
-        let request = Request {
-            prompt: case["prompt"].as_str().unwrap().into(),
-            negative: String::new(),
-            sampler: SamplerKind::Ddim,
-            options: Default::default(),
-            steps: case["steps"].as_u64().unwrap() as usize,
-            guidance: Guidance { scale: case["guidance"].as_f64().unwrap(), ..Guidance::none() },
-            seed: 0,
-            size: Some((16, 16)),
-            init_latent: Some(latent),
-            init_image: None,
-            prompt_to: None,
-        };
+        let request =
+            Request { size: Some((16, 16)), ..common::case_request(case, SamplerKind::Ddim, latent) };
         let ours =
             pipeline.render(&request, &mut |_: &StepView<'_>| ControlFlow::Continue(())).unwrap().unwrap();
         common::assert_matches_png(

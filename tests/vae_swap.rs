@@ -7,7 +7,6 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use latent_studio::core::samplers::{SamplerKind, StepView};
-use latent_studio::core::Guidance;
 use latent_studio::engine::spec::rgb_tensor;
 use latent_studio::imageio::read_png;
 use latent_studio::models::pipeline::{InitImage, LoadOptions, Pipeline, Request};
@@ -30,23 +29,9 @@ fn renders_through_a_swapped_taesd_match_diffusers_pixels() {
     for case in cases["cases"].as_array().unwrap() {
         let name = case["name"].as_str().unwrap();
         let latent = common::saved_latent(&here.join(format!("renders/{name}.safetensors")));
-        let request = Request {
-            prompt: case["prompt"].as_str().unwrap().into(),
-            negative: String::new(),
-            sampler: SamplerKind::Ddim,
-            options: Default::default(),
-            steps: case["steps"].as_u64().unwrap() as usize,
-            guidance: Guidance { scale: case["guidance"].as_f64().unwrap(), ..Guidance::none() },
-            seed: 0,
-            size: None,
-            init_latent: Some(latent),
-            init_image: case["strength"].as_f64().map(|strength| InitImage {
-                image: init.clone(),
-                strength,
-                mask: None,
-            }),
-            prompt_to: None,
-        };
+        let init_image =
+            case["strength"].as_f64().map(|strength| InitImage { image: init.clone(), strength, mask: None });
+        let request = Request { init_image, ..common::case_request(case, SamplerKind::Ddim, latent) };
         let ours =
             pipeline.render(&request, &mut |_: &StepView<'_>| ControlFlow::Continue(())).unwrap().unwrap();
         common::assert_matches_png(

@@ -144,3 +144,28 @@ pub fn assert_matches_png(name: &str, rgb: &[u8], size: (usize, usize), png: &st
     println!("{name}: mean abs diff {mean:.3}, max {max}");
     assert!(mean <= 0.5 && max <= 4.0, "{name}: mean abs diff {mean}, max {max}");
 }
+
+/// The render request of a fixture case: its prompt (and negative prompt, if any), steps and
+/// guidance, from the given starting latent, at the model's size; callers add the rest.
+pub fn case_request(
+    case: &Value,
+    sampler: latent_studio::core::samplers::SamplerKind,
+    latent: Tensor,
+) -> latent_studio::models::pipeline::Request {
+    latent_studio::models::pipeline::Request {
+        prompt: case["prompt"].as_str().unwrap_or_default().into(),
+        negative: case.get("negative").and_then(Value::as_str).unwrap_or_default().into(),
+        sampler,
+        options: Default::default(),
+        steps: case["steps"].as_u64().unwrap_or(1) as usize,
+        guidance: latent_studio::core::Guidance {
+            scale: case["guidance"].as_f64().unwrap_or(1.0),
+            ..latent_studio::core::Guidance::none()
+        },
+        seed: 0,
+        size: None,
+        init_latent: Some(latent),
+        init_image: None,
+        prompt_to: None,
+    }
+}
