@@ -42,6 +42,13 @@ impl<K: Hash + Eq + Clone, V: Weighed + Clone> LruCache<K, V> {
         Self { entries: HashMap::new(), clock: 0, used: 0, budget }
     }
 
+    /// Drops every entry; the budget stays (what was cached is stale, e.g. after a model part
+    /// changed).
+    pub fn clear(&mut self) {
+        self.entries.clear();
+        self.used = 0;
+    }
+
     /// Bytes held.
     pub fn used(&self) -> usize {
         self.used

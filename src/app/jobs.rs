@@ -90,9 +90,6 @@ impl StudioApp {
             return;
         }
         let urgency = if dragging { Urgency::Drag } else { Urgency::Discrete };
-        // Live mode renders with the student while anything moves, and after a stroke or a drag
-        // ends too unless the full model is asked for then.
-        let live = self.settings.live && (dragging || !self.settings.live_final_full);
         for (output, plan) in &plans {
             let plan = match plan {
                 Ok(plan) => plan,
@@ -109,11 +106,8 @@ impl StudioApp {
             match &plan.shown {
                 Shown::Render(spec) => {
                     self.outputs.entry(*output).or_default().drawn = None;
-                    if live {
-                        self.want(*output, &spec.on_live_model(), urgency);
-                    } else {
-                        self.want(*output, spec, urgency);
-                    }
+                    let spec = self.as_shown(spec, dragging);
+                    self.want(*output, &spec, urgency);
                 }
                 Shown::Picture(image) => self.draw_picture(*output, image),
             }
@@ -147,6 +141,7 @@ impl StudioApp {
         if !self.settings.live {
             return;
         }
+        let before = self.last_plans.clone();
         let painting =
             self.canvas_views.iter().find_map(|(id, view)| Some((*id, view.stroke_in_progress()?.clone())));
         let Some((canvas_id, stroke)) = painting else {
@@ -158,6 +153,10 @@ impl StudioApp {
         let crate::graph::node::Node::Canvas(canvas) = &mut node.node else { return };
         canvas.push(stroke);
         for (output, plan) in eval::plans(&graph) {
+            // Only the Outputs the unfinished stroke changes.
+            if before.iter().any(|(id, p)| *id == output && *p == plan) {
+                continue;
+            }
             let Ok(eval::Plan { shown: Shown::Render(spec), .. }) = plan else { continue };
             let spec = spec.on_live_model();
             let key = spec.key();
@@ -287,9 +286,20 @@ impl StudioApp {
             .collect();
         for (output, _) in stale {
             if let Some(spec) = self.spec_of(output) {
+                let spec = self.as_shown(&spec, false);
                 self.outputs.entry(output).or_default().wanted = None;
                 self.want(output, &spec, crate::engine::Urgency::Discrete);
             }
+        }
+    }
+
+    /// The spec an Output renders: in Live mode on the student while anything moves, and after a
+    /// stroke or a drag ends too unless the full model is asked for then.
+    fn as_shown(&self, spec: &RenderSpec, dragging: bool) -> RenderSpec {
+        if self.settings.live && (dragging || !self.settings.live_final_full) {
+            spec.on_live_model()
+        } else {
+            spec.clone()
         }
     }
 
@@ -302,7 +312,8 @@ impl StudioApp {
 
     /// Renders the next missing strip frame when no picture is being rendered.
     pub(super) fn pump_strips(&mut self) {
-        let rendering = self.outputs.values().any(|o| o.job.is_some());
+        // Live frames are in flight while a stroke is painted.
+        let rendering = self.outputs.values().any(|o| o.job.is_some()) || !self.live_submitted.is_empty();
         if rendering {
             return;
         }

@@ -291,10 +291,7 @@ pub fn request(spec: &RenderSpec, pipeline: &Pipeline) -> Result<Request, SpecEr
         steps: spec.steps.unwrap_or(pipeline.defaults().steps),
         // A distilled model's guidance control stops at the scales it was trained on.
         guidance: Guidance {
-            scale: match pipeline.defaults().guidance_range {
-                Some((lo, hi)) => spec.guidance.clamp(lo, hi),
-                None => spec.guidance,
-            },
+            scale: pipeline.clamp_guidance(spec.guidance),
             rescale: spec.rescale,
             interval: None,
         },

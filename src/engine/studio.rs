@@ -167,7 +167,7 @@ fn invert(
     let picture =
         spec::rgb_tensor(&spec::raster(image, size, size).map_err(text)?).map_err(|e| e.to_string())?;
     let latent = pipeline.encode_image(&picture).map_err(|e| e.to_string())?;
-    let guidance = Guidance { scale: guidance, rescale: 0.0, interval: None };
+    let guidance = Guidance { scale: pipeline.clamp_guidance(guidance), rescale: 0.0, interval: None };
     let mut callback = |v: &StepView<'_>| step(v.index + 1, v.total, None);
     let inverted =
         pipeline.invert(&latent, prompt, guidance, steps, &mut callback).map_err(|e| e.to_string())?;

@@ -442,7 +442,7 @@ impl Pipeline {
         self.vae = Autoencoder::new(&config, load_weights(&weights, self.dtype, &self.device)?)
             .map_err(|source| PipelineError::Weights { path: weights, source })?;
         if let Ok(mut cache) = self.encoded_images.lock() {
-            *cache = LruCache::new(CONDITIONING_CACHE_BYTES);
+            cache.clear();
         }
         Ok(())
     }
@@ -733,6 +733,15 @@ impl Pipeline {
         let row = guidance_embedding(&[guidance.scale], dim, &self.device)?.to_dtype(self.dtype)?;
         let network = UNetNetwork { unet: &self.unet, guidance: Some(row) };
         Ok((network, Conditioning::Guided { cond, uncond, guidance: Guidance::none() }))
+    }
+
+    /// `scale` moved into the guidance range a distilled model was trained on (the studio's
+    /// controls stop there; the command line refuses instead); any scale for other models.
+    pub fn clamp_guidance(&self, scale: f64) -> f64 {
+        match self.defaults.guidance_range {
+            Some((lo, hi)) if !scale.is_nan() => scale.clamp(lo, hi),
+            _ => scale,
+        }
     }
 
     /// Whether the UNet takes the guidance scale as an input (a distilled LCM model): one network

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use super::builtin::{
     live_defaults, live_scheduler_config, live_unet_config, scheduler_config, text_config, unet_config,
-    vae_config, LIVE_GUIDANCE, MAX_TOKENS,
+    vae_config, GUIDANCE_EMBEDDING, LIVE_GUIDANCE, MAX_TOKENS,
 };
 use super::ema::Ema;
 use super::train::{
@@ -251,8 +251,7 @@ pub fn distill(opts: &DistillOptions, report: &mut dyn FnMut(&Progress)) -> Resu
         let times =
             |ts: &[usize]| Tensor::from_vec(ts.iter().map(|&t| t as f32).collect::<Vec<_>>(), b, &device);
         let (time_hi, time_lo) = (times(&t_hi)?, times(&t_lo)?);
-        let w_embedding =
-            guidance_embedding(&scales, live_unet_config().time_cond_proj_dim.unwrap_or(0), &device)?;
+        let w_embedding = guidance_embedding(&scales, GUIDANCE_EMBEDDING, &device)?;
 
         let noise = x0.randn_like(0.0, 1.0)?;
         let x_hi = (x0.broadcast_mul(&a_hi.sqrt()?)? + noise.broadcast_mul(&(1.0 - &a_hi)?.sqrt()?)?)?;

@@ -67,7 +67,7 @@ fn grid_timesteps(train: usize, original: usize, steps: usize, strength: f64) ->
             format!(
                 "LCM spaces {steps} steps over the first {n} of its {original} grid points; \
                  raise the strength to at least {:.3} or lower the steps",
-                steps as f64 / original as f64
+                (steps as f64 / original as f64 * 1000.0).ceil() / 1000.0
             ),
         ));
     }
