@@ -93,7 +93,9 @@ impl StudioBackend {
         let mut callback = |v: &StepView<'_>| step(v.index + 1, v.total, Some(v.denoised));
         let rendered = pipeline.render(&request, &mut callback).map_err(|e| e.to_string())?;
         Ok(rendered.map(|r| {
-            let parameters = spec.a1111_parameters(request.steps, (r.width, r.height));
+            // The steps and guidance the render used (a distilled model's guidance is clamped).
+            let used = RenderSpec { guidance: request.guidance.scale, ..spec.clone() };
+            let parameters = used.a1111_parameters(request.steps, (r.width, r.height));
             Finished::Image {
                 rgb: r.rgb,
                 width: r.width,
