@@ -28,6 +28,7 @@ use super::train::{
     stroke_pictures, write_json, Meter, Progress, TrainError, TrainState, STATE_FILE, STROKE_T_MAX,
     STROKE_T_MIN, TEXT_WEIGHTS, TRAIN_SEED_BASE, UNET_RAW, UNET_WEIGHTS, VAE_WEIGHTS,
 };
+use crate::core::samplers::boundary_condition;
 use crate::core::NoiseSchedule;
 use crate::models::clip::ClipTextModel;
 use crate::models::pipeline::DEFAULTS_FILE;
@@ -75,11 +76,10 @@ pub struct DistillState {
     pub step: usize,
 }
 
-/// The LCM boundary condition at training timestep `t`: (c_skip, c_out) with σ_d = 0.5 and the
-/// timestep scaled by 10, as diffusers' `LCMScheduler` (so the sampler undoes what was learnt).
+/// The LCM boundary condition at training timestep `t`, with the timestep scaling the student's
+/// `LCMScheduler` samples with (so the sampler undoes what was learnt).
 fn boundary(t: usize) -> (f64, f64) {
-    let scaled = t as f64 * 10.0;
-    (0.25 / (scaled * scaled + 0.25), scaled / (scaled * scaled + 0.25).sqrt())
+    boundary_condition(t, live_scheduler_config().timestep_scaling.unwrap_or(10.0))
 }
 
 /// The grid point `index` in 0..GRID: training timestep 20·(index + 1) − 1, and the one a DDIM

@@ -54,6 +54,14 @@ impl Lcm {
     }
 }
 
+/// The consistency boundary condition at training timestep `t`: (c_skip, c_out) with σ_d = 0.5
+/// and the timestep scaled by `scaling` (diffusers' `get_scalings_for_boundary_condition_discrete`).
+/// Distillation trains through the same function the sampler undoes.
+pub fn boundary_condition(t: usize, scaling: f64) -> (f64, f64) {
+    let scaled = t as f64 * scaling;
+    (0.25 / (scaled * scaled + 0.25), scaled / (scaled * scaled + 0.25).sqrt())
+}
+
 /// `steps` evenly spaced indices into the distillation grid k·i − 1 for i = n..1, where
 /// n = int(original · strength) and k = train / original: diffusers' `LCMScheduler.set_timesteps`,
 /// whose strength keeps the step count and shortens the grid (its img2img).
@@ -98,9 +106,7 @@ impl Sampler for Lcm {
             let a = self.plan.schedule.alpha_bar(t);
             let pred = ctx.denoiser.predict(&x, NoiseLevel { timestep: t as f64, alpha_bar: a })?;
             let x0 = clip(pred.x0, self.clip)?;
-            let scaled = t as f64 * self.timestep_scaling;
-            let c_skip = 0.25 / (scaled * scaled + 0.25);
-            let c_out = scaled / (scaled * scaled + 0.25).sqrt();
+            let (c_skip, c_out) = boundary_condition(t, self.timestep_scaling);
             let denoised = lincomb(&[(c_out, &x0), (c_skip, &x)])?;
             let next = match self.plan.timesteps.get(i + 1) {
                 Some(&t_prev) => {

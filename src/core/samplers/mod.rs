@@ -23,7 +23,7 @@ pub use dpmpp_2m::DpmPp2m;
 pub use euler::Euler;
 pub use euler_ancestral::EulerAncestral;
 pub use heun::Heun;
-pub use lcm::Lcm;
+pub use lcm::{boundary_condition, Lcm};
 
 use super::config::{SchedulerConfig, TimestepSpacing};
 use super::denoiser::{Denoiser, NoiseLevel};
