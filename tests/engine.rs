@@ -50,6 +50,7 @@ impl Backend for SleepyBackend {
             height: 1,
             latent: None,
             unknown_words: vec![],
+            notes: vec![],
             parameters: String::new(),
         }))
     }

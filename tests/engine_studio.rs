@@ -96,6 +96,7 @@ fn live_frames_of_a_growing_stroke_arrive_in_painting_order_and_end_with_the_who
         painted.push(stroke.clone());
         let spec = RenderSpec {
             model: model.clone(),
+            loras: Vec::new(),
             prompt: "a lake".into(),
             negative: String::new(),
             prompt_to: None,

@@ -4,12 +4,16 @@
 use std::path::{Path, PathBuf};
 
 use super::{Picture, StudioApp};
-use crate::graph::node::{ImageNode, ModelSource};
+use crate::graph::node::{ImageNode, LoraNode, ModelSource};
 use crate::graph::{a1111, graph_in_png, Graph, Node, NodeId, GRAPH_CHUNK};
 use crate::imageio::{read_png_text, write_png_texts, Rgb};
 
 fn is_png(path: &Path) -> bool {
     path.extension().is_some_and(|e| e.eq_ignore_ascii_case("png"))
+}
+
+fn is_safetensors(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors"))
 }
 
 impl StudioApp {
@@ -63,6 +67,8 @@ impl StudioApp {
                     self.notify(format!("filled {changed} nodes from {}'s A1111 parameters", path.display()));
                 }
                 Ok(Reading::Picture) => self.insert_image_node(&path),
+                Ok(Reading::Lora) => self.insert_lora_node(&path),
+                Ok(Reading::Checkpoint) => self.use_checkpoint(&path),
                 Err(e) => self.error(e),
             }
         }
@@ -162,6 +168,58 @@ impl StudioApp {
         }
     }
 
+    pub(super) fn choose_lora(&mut self, node: NodeId) {
+        let dialog = rfd::FileDialog::new().add_filter("LoRA", &["safetensors"]);
+        if let Some(path) = dialog.pick_file() {
+            self.edit_node(node, |n| {
+                if let Node::Lora(l) = n {
+                    l.path = Some(path);
+                }
+            });
+        }
+    }
+
+    /// A LoRA node for `path`, wired between the first Model node and what that node fed (an
+    /// unwired node when the graph has no Model node).
+    fn insert_lora_node(&mut self, path: &Path) {
+        let mut graph = self.graph.clone();
+        let model = graph.nodes.iter().find(|n| matches!(n.node, Node::Model(_))).map(|n| (n.id, n.pos));
+        let pos = model.map_or([0.0, 520.0], |(_, p)| [p[0], p[1] + 90.0]);
+        let lora = LoraNode { path: Some(path.to_path_buf()), ..Default::default() };
+        let id = graph.add(Node::Lora(lora), pos);
+        if let Some((model, _)) = model {
+            let pin = |node| crate::graph::PinRef { node, pin: 0 };
+            let fed: Vec<_> = graph.wires.iter().filter(|w| w.from == pin(model)).map(|w| w.to).collect();
+            let mut wired = graph.connect(pin(model), pin(id));
+            for to in fed {
+                wired = wired.and_then(|()| graph.connect(pin(id), to));
+            }
+            if let Err(e) = wired {
+                self.error(e.to_string());
+                return;
+            }
+        }
+        self.set_graph(graph, true);
+        self.selected = Some(id);
+        self.notify(format!("added a LoRA node for {}", path.display()));
+    }
+
+    /// A dropped checkpoint becomes the first Model node's model.
+    fn use_checkpoint(&mut self, path: &Path) {
+        let Some(model) = self.graph.nodes.iter().find(|n| matches!(n.node, Node::Model(_))).map(|n| n.id)
+        else {
+            self.error(format!("{}: add a Model node to use this checkpoint", path.display()));
+            return;
+        };
+        let file = path.to_path_buf();
+        self.edit_node(model, |n| {
+            if let Node::Model(m) = n {
+                m.source = ModelSource::Path(file);
+            }
+        });
+        self.notify(format!("the Model node now runs {}", path.display()));
+    }
+
     pub(super) fn choose_image(&mut self, node: NodeId) {
         let dialog = rfd::FileDialog::new().add_filter("picture", &["png", "jpg", "jpeg", "bmp", "webp"]);
         if let Some(path) = dialog.pick_file() {
@@ -207,11 +265,19 @@ impl StudioApp {
     }
 
     /// A file dropped on the window: a PNG with our graph asks what to do; a PNG with A1111
-    /// parameters fills the prompt and sampler; any other picture becomes an Image node.
+    /// parameters fills the prompt and sampler; a LoRA file adds a LoRA node after the model, a
+    /// single-file checkpoint becomes the model; any other picture becomes an Image node.
     /// Read on the background worker.
     pub fn drop_file(&mut self, path: &Path) {
         let file = path.to_path_buf();
         self.read_file(path, move || {
+            if is_safetensors(&file) {
+                return match crate::models::lora::is_lora_file(&file) {
+                    Ok(true) => Ok(Reading::Lora),
+                    Ok(false) => Ok(Reading::Checkpoint),
+                    Err(e) => Err(e.to_string()),
+                };
+            }
             if is_png(&file) {
                 if graph_in_png(&file).is_some() {
                     return Ok(Reading::GraphPicture);
@@ -288,6 +354,10 @@ pub(super) enum Reading {
     Parameters(String),
     /// A picture that decodes: becomes an Image node.
     Picture,
+    /// A dropped LoRA file: becomes a LoRA node.
+    Lora,
+    /// A dropped `.safetensors` file that is no LoRA: the Model node's checkpoint.
+    Checkpoint,
 }
 
 fn read_picture(path: &Path) -> Result<Reading, String> {

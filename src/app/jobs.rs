@@ -442,7 +442,7 @@ impl StudioApp {
                 self.preview_map = Some(preview);
                 self.notify(format!("model loaded: {name}"));
             }
-            Finished::Image { rgb, width, height, unknown_words, parameters, .. } => {
+            Finished::Image { rgb, width, height, unknown_words, notes, parameters, .. } => {
                 let picture = self.picture(&key, Rgb { width, height, data: rgb }, parameters);
                 self.pictures.insert(key.clone(), picture.clone());
                 match target {
@@ -465,6 +465,12 @@ impl StudioApp {
                         }
                         if let Some(spec) = self.spec_of(o) {
                             self.unknown_words.insert(spec.prompt, unknown_words);
+                            for lora in &spec.loras {
+                                let prefix = format!("{}: ", lora.path.display());
+                                let lines =
+                                    notes.iter().filter_map(|n| n.strip_prefix(&prefix)).map(String::from);
+                                self.lora_notes.insert(lora.path.clone(), lines.collect());
+                            }
                         }
                         self.save_to_output_folder(&picture);
                         self.made.push(HistoryEntry {

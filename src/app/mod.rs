@@ -149,6 +149,8 @@ pub struct StudioApp {
     preview_map: Option<LatentRgbMap>,
     model_requested: Option<ModelSource>,
     unknown_words: HashMap<String, Vec<String>>,
+    /// Per LoRA file, what the last render that merged it found (layers not in the model).
+    lora_notes: HashMap<std::path::PathBuf, Vec<String>>,
     /// Renders made since the studio opened, newest last.
     pub made: Vec<HistoryEntry>,
     canvas_views: HashMap<NodeId, CanvasView>,
@@ -228,6 +230,7 @@ impl StudioApp {
             preview_map: None,
             model_requested: None,
             unknown_words: HashMap::new(),
+            lora_notes: HashMap::new(),
             made: Vec::new(),
             canvas_views: HashMap::new(),
             base_images: HashMap::new(),
@@ -480,6 +483,9 @@ impl StudioApp {
                     notes.insert(n.id, format!("unknown: {}", words.join(", ")));
                 }
             }
+            if let Some(lines) = self.lora_node_notes(&n.node).filter(|l| !l.is_empty()) {
+                notes.insert(n.id, format!("{} notes: see its panel", lines.len()));
+            }
         }
         for (id, plan) in &self.last_plans {
             if let Err(e) = plan {
@@ -492,6 +498,12 @@ impl StudioApp {
         notes
     }
 
+    /// What the last render found about a LoRA node's file.
+    fn lora_node_notes(&self, node: &Node) -> Option<&Vec<String>> {
+        let Node::Lora(l) = node else { return None };
+        self.lora_notes.get(l.path.as_ref()?)
+    }
+
     /// The properties panel; returns whether a control is being dragged.
     fn properties_panel_ui(&mut self, ui: &mut Ui) -> bool {
         let Some(id) = self.selected else {
@@ -500,9 +512,10 @@ impl StudioApp {
         };
         let Some(sid) = graph_view::snarl_id(&self.snarl, id) else { return false };
         let base = self.canvas_base(id);
-        let unknown = match self.snarl.get_node(sid) {
+        let notes = match self.snarl.get_node(sid) {
             Some((_, Node::Prompt(p))) => self.unknown_words.get(&p.prompt).cloned().unwrap_or_default(),
-            _ => vec![],
+            Some((_, node)) => self.lora_node_notes(node).cloned().unwrap_or_default(),
+            None => vec![],
         };
         let Some((_, node)) = self.snarl.get_node_mut(sid) else { return false };
         ui.heading(node.title());
@@ -510,6 +523,7 @@ impl StudioApp {
         let mut dragging = false;
         let mut choose_model = None;
         let mut choose_image = false;
+        let mut choose_lora = false;
         let mut load_base = false;
         if let Node::Canvas(canvas) = node {
             let worker = &self.worker;
@@ -522,10 +536,14 @@ impl StudioApp {
                 self.canvas_focus = true;
             }
         } else {
-            let out = crate::ui::properties::properties_ui(ui, node, &unknown);
+            let out = crate::ui::properties::properties_ui(ui, node, &notes);
             dragging |= out.dragging;
             choose_model = out.choose_model;
             choose_image = out.choose_image;
+            choose_lora = out.choose_lora;
+        }
+        if choose_lora {
+            self.choose_lora(id);
         }
         if let Some(folder) = choose_model {
             self.choose_model(id, folder);

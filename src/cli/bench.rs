@@ -433,6 +433,7 @@ fn live_figures(model: &std::path::Path) -> anyhow::Result<()> {
     let sketch = Canvas::default();
     let spec = |canvas: Canvas| RenderSpec {
         model: source.clone(),
+        loras: Vec::new(),
         prompt: "sunset over snowy mountains with a lake".into(),
         negative: String::new(),
         prompt_to: None,

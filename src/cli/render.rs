@@ -2,14 +2,16 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use candle_core::{DType, Device, Tensor};
 
 use crate::core::samplers::{SamplerKind, SamplerOptions, StepView};
 use crate::core::{Guidance, PredictionType, TimestepSpacing};
-use crate::engine::spec::ModelSource;
+use crate::engine::spec::{LoraSpec, ModelSource};
 use crate::imageio::{read_png, write_png, Rgb};
+use crate::models::lora::LoraFile;
 use crate::models::pipeline::{InitImage, LoadOptions, Pipeline, Request};
 
 /// SDEdit strength when `--init-image` comes without `--strength` (diffusers' img2img default
@@ -102,6 +104,19 @@ pub struct ModelArgs {
     /// `AutoencoderTiny` (TAESD) folder, or another model folder's `vae/`.
     #[arg(long)]
     pub vae: Option<PathBuf>,
+    /// A LoRA file (kohya-ss or diffusers/PEFT `.safetensors`) merged into the UNet and text
+    /// encoder, `FILE[:STRENGTH]` (strength 1 when omitted); repeat for several.
+    #[arg(long = "lora", value_name = "FILE[:STRENGTH]", value_parser = parse_lora)]
+    pub loras: Vec<LoraSpec>,
+}
+
+fn parse_lora(arg: &str) -> Result<LoraSpec, String> {
+    let spec = LoraSpec::parse(arg);
+    if spec.strength.is_finite() {
+        Ok(spec)
+    } else {
+        Err(format!("{arg}: the strength must be a finite number"))
+    }
 }
 
 impl ModelArgs {
@@ -143,6 +158,22 @@ impl ModelArgs {
         let mut pipeline = Pipeline::load(&path, &LoadOptions { dtype, device, prediction_type })?;
         if let Some(vae) = &self.vae {
             pipeline.swap_vae(vae)?;
+        }
+        if !self.loras.is_empty() {
+            let mut files = Vec::new();
+            for lora in &self.loras {
+                files.push((Arc::new(LoraFile::read(&lora.path)?), lora.strength));
+            }
+            for report in pipeline.set_loras(&files)? {
+                if !report.unmatched.is_empty() {
+                    eprintln!(
+                        "warning: {}: {} of its layers are not in this model: {}",
+                        report.path.display(),
+                        report.unmatched.len(),
+                        report.unmatched.join(", ")
+                    );
+                }
+            }
         }
         Ok(pipeline)
     }

@@ -49,6 +49,8 @@ pub enum Finished {
         latent: Option<Tensor>,
         /// Prompt words the model does not know.
         unknown_words: Vec<String>,
+        /// Other things the user should know about it (LoRA layers that matched nothing).
+        notes: Vec<String>,
         /// What made it, in AUTOMATIC1111's `parameters` format ("" when unknown).
         parameters: String,
     },

@@ -56,6 +56,28 @@ impl ModelSource {
     }
 }
 
+/// A LoRA file merged into the model, with its strength.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoraSpec {
+    /// The `.safetensors` file.
+    pub path: PathBuf,
+    /// How much of it: 1 as trained, 0 off, negative to steer away.
+    pub strength: f64,
+}
+
+impl LoraSpec {
+    /// `FILE[:STRENGTH]`, strength 1 when omitted (a colon that is followed by no number, as in a
+    /// Windows drive letter, belongs to the file name).
+    pub fn parse(arg: &str) -> Self {
+        if let Some((file, strength)) = arg.rsplit_once(':') {
+            if let Ok(strength) = strength.trim().parse::<f64>() {
+                return Self { path: file.into(), strength };
+            }
+        }
+        Self { path: arg.into(), strength: 1.0 }
+    }
+}
+
 /// The built-in model's name on command lines and its folder under `assets/`.
 pub const BUILTIN: &str = "builtin";
 
@@ -129,6 +151,9 @@ pub struct InitSpec {
 pub struct RenderSpec {
     /// The model.
     pub model: ModelSource,
+    /// LoRA files merged into it (older specs have none).
+    #[serde(default)]
+    pub loras: Vec<LoraSpec>,
     /// Prompt.
     pub prompt: String,
     /// Negative prompt.

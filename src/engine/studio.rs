@@ -2,15 +2,19 @@
 //! (the command line's benchmarks) or from render specs (the graph). Inverted latents are cached
 //! by what they depend on (model, picture, prompt, guidance, steps) under a byte budget.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::SystemTime;
 
 use candle_core::Tensor;
 
 use super::protocol::{Finished, OutputKey, Work};
-use super::spec::{self, ImageSpec, NoiseSpec, RenderSpec, SpecError};
+use super::spec::{self, ImageSpec, LoraSpec, NoiseSpec, RenderSpec, SpecError};
 use super::{Backend, StepHook};
 use crate::cache::LruCache;
 use crate::core::{Guidance, StepView};
+use crate::models::lora::LoraFile;
 use crate::models::pipeline::{LoadOptions, Pipeline, Request};
 use crate::models::preview::LatentRgbMap;
 
@@ -54,11 +58,14 @@ pub const INVERSION_CACHE_BYTES: usize = 64 << 20;
 pub struct StudioBackend {
     pipeline: Option<(PathBuf, Pipeline)>,
     inversions: LruCache<String, Tensor>,
+    /// LoRA files read, with the modification time they were read at (a file saved again is
+    /// read again).
+    loras: HashMap<PathBuf, (Option<SystemTime>, Arc<LoraFile>)>,
 }
 
 impl Default for StudioBackend {
     fn default() -> Self {
-        Self { pipeline: None, inversions: LruCache::new(INVERSION_CACHE_BYTES) }
+        Self { pipeline: None, inversions: LruCache::new(INVERSION_CACHE_BYTES), loras: HashMap::new() }
     }
 }
 
@@ -73,6 +80,42 @@ impl StudioBackend {
         self.pipeline.as_ref().map(|(_, p)| p).ok_or_else(|| "no model is loaded".into())
     }
 
+    /// The LoRA file at `path`, read once (again when it changed on disk).
+    fn lora_file(&mut self, path: &PathBuf) -> Result<Arc<LoraFile>, String> {
+        let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        if let Some((when, file)) = self.loras.get(path) {
+            if *when == modified {
+                return Ok(file.clone());
+            }
+        }
+        let file = Arc::new(LoraFile::read(path).map_err(|e| e.to_string())?);
+        self.loras.insert(path.clone(), (modified, file.clone()));
+        Ok(file)
+    }
+
+    /// Merges `loras` into the loaded model (a no-op when they are merged already); returns
+    /// what the user should know: layers that matched nothing, by file.
+    fn apply_loras(&mut self, loras: &[LoraSpec]) -> Result<Vec<String>, String> {
+        let files = loras
+            .iter()
+            .map(|l| Ok((self.lora_file(&l.path)?, l.strength)))
+            .collect::<Result<Vec<_>, String>>()?;
+        let Some((_, pipeline)) = &mut self.pipeline else { return Err("no model is loaded".into()) };
+        let reports = pipeline.set_loras(&files).map_err(|e| e.to_string())?;
+        Ok(reports
+            .into_iter()
+            .filter(|r| !r.unmatched.is_empty())
+            .map(|r| {
+                format!(
+                    "{}: {} layers not in this model: {}",
+                    r.path.display(),
+                    r.unmatched.len(),
+                    r.unmatched.join(", ")
+                )
+            })
+            .collect())
+    }
+
     /// Runs a spec: resolves its noise (inverting pictures through the cache), then renders.
     fn render_spec(
         &mut self,
@@ -81,12 +124,13 @@ impl StudioBackend {
     ) -> Result<Option<Finished>, String> {
         let path = spec.model.path();
         self.load(&path, &LoadOptions::default())?;
+        let notes = self.apply_loras(&spec.loras)?;
         let Some((_, pipeline)) = &self.pipeline else { return Err("no model is loaded".into()) };
         let text = |e: SpecError| e.to_string();
         let mut request = spec::request(spec, pipeline).map_err(text)?;
-        let Some(noise) =
-            resolve_noise(&spec.noise, pipeline, &mut self.inversions, &spec.model.name(), step)?
-        else {
+        // Inverted latents depend on the LoRAs too.
+        let model = serde_json::to_string(&(spec.model.name(), &spec.loras)).unwrap_or_default();
+        let Some(noise) = resolve_noise(&spec.noise, pipeline, &mut self.inversions, &model, step)? else {
             return Ok(None);
         };
         request.init_latent = noise;
@@ -102,6 +146,7 @@ impl StudioBackend {
                 height: r.height,
                 latent: Some(r.latent),
                 unknown_words: r.unknown_words,
+                notes,
                 parameters,
             }
         }))
@@ -202,6 +247,7 @@ impl Backend for StudioBackend {
                     height: r.height,
                     latent: Some(r.latent),
                     unknown_words: r.unknown_words,
+                    notes: Vec::new(),
                     parameters: String::new(),
                 }))
             }

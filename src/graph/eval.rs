@@ -3,7 +3,7 @@
 
 use super::node::{Node, SamplerNode, Sigmas, Spacing};
 use super::{Graph, NodeId, PinRef};
-use crate::engine::spec::{ImageSpec, InitSpec, ModelSource, NoiseSpec, RenderSpec};
+use crate::engine::spec::{ImageSpec, InitSpec, LoraSpec, ModelSource, NoiseSpec, RenderSpec};
 
 /// A problem that keeps an output from rendering, naming the node.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -54,6 +54,12 @@ pub fn plans(graph: &Graph) -> Vec<(NodeId, Result<Plan, EvalError>)> {
         .filter(|n| matches!(n.node, Node::Output(_)))
         .map(|n| (n.id, Evaluator { graph, position: None }.plan(n.id)))
         .collect()
+}
+
+/// A model with the LoRAs merged into it, nearest the checkpoint first.
+struct Model {
+    source: ModelSource,
+    loras: Vec<LoraSpec>,
 }
 
 struct Evaluator<'a> {
@@ -119,7 +125,8 @@ impl Evaluator<'_> {
         let SamplerNode { algorithm, guidance, rescale, seed } = settings.clone();
         let (model, prompt, negative) = self.conditioning(sampler, 0)?;
         let mut spec = RenderSpec {
-            model,
+            model: model.source,
+            loras: model.loras,
             prompt,
             negative,
             prompt_to: None,
@@ -171,14 +178,35 @@ impl Evaluator<'_> {
     }
 
     /// (model, prompt, negative) from the Prompt node wired into `pin` of `node`.
-    fn conditioning(&self, node: NodeId, pin: usize) -> Result<(ModelSource, String, String), EvalError> {
+    fn conditioning(&self, node: NodeId, pin: usize) -> Result<(Model, String, String), EvalError> {
         let Some((prompt_id, _, Node::Prompt(prompt))) = self.input(node, pin)? else {
             return Err(self.error(node, "the conditioning input is not connected"));
         };
-        let Some((_, _, Node::Model(model))) = self.input(prompt_id, 0)? else {
-            return Err(self.error(prompt_id, "the model input is not connected"));
-        };
-        Ok((model.source.clone(), prompt.prompt.clone(), prompt.negative.clone()))
+        Ok((self.model(prompt_id)?, prompt.prompt.clone(), prompt.negative.clone()))
+    }
+
+    /// The model wired into `node`'s first input, through any LoRA nodes on the way.
+    fn model(&self, node: NodeId) -> Result<Model, EvalError> {
+        let mut loras = Vec::new();
+        let mut at = node;
+        // Wiring refuses loops; the bound only guards a graph file that slipped one in.
+        for _ in 0..=self.graph.nodes.len() {
+            match self.input(at, 0)? {
+                Some((_, _, Node::Model(model))) => {
+                    loras.reverse();
+                    return Ok(Model { source: model.source.clone(), loras });
+                }
+                Some((lora_id, _, Node::Lora(lora))) => {
+                    let Some(path) = &lora.path else {
+                        return Err(self.error(lora_id, "no LoRA file chosen: click Open… on the node"));
+                    };
+                    loras.push(LoraSpec { path: path.clone(), strength: lora.strength });
+                    at = lora_id;
+                }
+                _ => return Err(self.error(at, "the model input is not connected")),
+            }
+        }
+        Err(self.error(node, "its model input runs in a loop"))
     }
 
     /// A picture and its SDEdit strength (none for a sampler's own render).
@@ -294,6 +322,35 @@ mod tests {
         assert_eq!(t_of(spec), 0.3);
         assert_eq!(strip.frames.iter().map(t_of).collect::<Vec<_>>(), [0.0, 0.25, 0.5, 0.75, 1.0]);
         assert_eq!(strip.node, interp);
+    }
+
+    #[test]
+    fn lora_nodes_between_the_model_and_the_prompt_join_the_spec_in_order() {
+        let mut graph = Graph::first_start();
+        let (model, prompt) = (id(&graph, "Model"), id(&graph, "Prompt"));
+        let lora = |path: &str, strength| {
+            Node::Lora(crate::graph::node::LoraNode { path: Some(path.into()), strength })
+        };
+        let a = graph.add(lora("a.safetensors", 0.5), [0.0; 2]);
+        let b = graph.add(lora("b.safetensors", -1.0), [0.0; 2]);
+        graph.wires.retain(|w| w.to.node != prompt);
+        for (from, to) in [(model, a), (a, b), (b, prompt)] {
+            assert!(graph.connect(PinRef { node: from, pin: 0 }, PinRef { node: to, pin: 0 }).is_ok());
+        }
+        let plans = plans(&graph);
+        let Ok(Plan { shown: Shown::Render(spec), .. }) = &plans[0].1 else { panic!("{:?}", plans[0].1) };
+        let got: Vec<_> =
+            spec.loras.iter().map(|l| (l.path.to_string_lossy().into_owned(), l.strength)).collect();
+        assert_eq!(got, [("a.safetensors".to_string(), 0.5), ("b.safetensors".to_string(), -1.0)]);
+        // A LoRA node without a file names itself.
+        let Some(node) = graph.nodes.iter_mut().find(|n| n.id == b) else { panic!() };
+        node.node = Node::Lora(Default::default());
+        let err = plans_err(&graph);
+        assert_eq!(err, format!("LoRA (node {b}): no LoRA file chosen: click Open… on the node"));
+    }
+
+    fn plans_err(graph: &Graph) -> String {
+        plans(graph)[0].1.as_ref().err().map(ToString::to_string).unwrap_or_default()
     }
 
     #[test]

@@ -79,6 +79,25 @@ pub struct ModelNode {
     pub source: ModelSource,
 }
 
+/// The largest LoRA strength a graph may hold, either sign.
+pub const MAX_LORA_STRENGTH: f64 = 10.0;
+
+/// LoRA node: a LoRA file merged into the model wired in, at a strength; chain several.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LoraNode {
+    /// The `.safetensors` file (kohya-ss or diffusers/PEFT).
+    pub path: Option<PathBuf>,
+    /// 1 as trained, 0 off, negative to steer away.
+    pub strength: f64,
+}
+
+impl Default for LoraNode {
+    fn default() -> Self {
+        Self { path: None, strength: 1.0 }
+    }
+}
+
 /// Prompt node: what to draw and what to avoid.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -225,6 +244,8 @@ pub struct OutputNode {}
 pub enum Node {
     /// A checkpoint.
     Model(ModelNode),
+    /// A LoRA merged into the model.
+    Lora(LoraNode),
     /// Prompt and negative prompt.
     Prompt(PromptNode),
     /// Steps, spacing, eta.
@@ -248,6 +269,7 @@ impl Node {
     pub fn all_kinds() -> Vec<Node> {
         vec![
             Node::Model(ModelNode::default()),
+            Node::Lora(LoraNode::default()),
             Node::Prompt(PromptNode::default()),
             Node::Schedule(ScheduleNode::default()),
             Node::Sampler(SamplerNode::default()),
@@ -263,6 +285,7 @@ impl Node {
     pub fn title(&self) -> &'static str {
         match self {
             Self::Model(_) => "Model",
+            Self::Lora(_) => "LoRA",
             Self::Prompt(_) => "Prompt",
             Self::Schedule(_) => "Schedule",
             Self::Sampler(_) => "Sampler",
@@ -288,6 +311,7 @@ impl Node {
         };
         match self {
             Self::Model(_) | Self::Prompt(_) | Self::Output(_) => Ok(()),
+            Self::Lora(l) => within("strength", l.strength, -MAX_LORA_STRENGTH, MAX_LORA_STRENGTH),
             Self::Schedule(s) => {
                 steps("steps", s.steps)?;
                 within("eta", s.eta, 0.0, 1.0)
@@ -316,7 +340,7 @@ impl Node {
         use PinType::*;
         match self {
             Self::Model(_) | Self::Schedule(_) | Self::Image(_) => &[],
-            Self::Prompt(_) => &[pin!("model", Model)],
+            Self::Prompt(_) | Self::Lora(_) => &[pin!("model", Model)],
             Self::Sampler(_) => &[
                 pin!("conditioning", Conditioning),
                 optional!("schedule", Schedule),
@@ -335,7 +359,7 @@ impl Node {
     pub fn outputs(&self) -> &'static [Pin] {
         use PinType::*;
         match self {
-            Self::Model(_) => &[pin!("model", Model)],
+            Self::Model(_) | Self::Lora(_) => &[pin!("model", Model)],
             Self::Prompt(_) => &[pin!("conditioning", Conditioning)],
             Self::Schedule(_) => &[pin!("schedule", Schedule)],
             Self::Sampler(_) => &[pin!("image", Image)],

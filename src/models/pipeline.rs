@@ -3,15 +3,17 @@
 //! classifier-free guidance on the UNet → VAE decode. Every error names the file it is about.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Device, Tensor};
-use std::sync::Mutex;
 
 use candle_nn::VarBuilder;
 
 use super::autoencoder::{Autoencoder, AutoencoderConfig};
 use super::clip::{ClipTextConfig, ClipTextModel};
 use super::clip_tokenizer::ClipTokenizer;
+use super::kept_weights::{build_keeping, var_builder, Weights};
+use super::lora::{merge, LoraFile, LoraPart, LoraReport};
 use super::tokenizer::WordTokenizer;
 use super::unet::{guidance_embedding, UNet, UNetConfig};
 use crate::cache::LruCache;
@@ -218,8 +220,21 @@ pub struct Pipeline {
     /// Encoded pictures by a hash of their pixels: an SDEdit start is encoded once while the
     /// strength, guidance or prompt change.
     encoded_images: Mutex<LruCache<u64, Tensor>>,
+    /// The UNet's and text encoder's weights as loaded, to merge LoRAs into without reading the
+    /// checkpoint again.
+    base: BaseWeights,
+    /// The LoRAs merged now (file, strength bits) and their reports.
+    loras: (Vec<(PathBuf, u64)>, Vec<LoraReport>),
     dtype: DType,
     device: Device,
+}
+
+/// The networks' weights as the checkpoint gave them.
+struct BaseWeights {
+    unet: Weights,
+    text: Weights,
+    /// Whether the text encoder now runs merged weights.
+    text_patched: bool,
 }
 
 /// Default memory budget of the text-conditioning cache.
@@ -379,11 +394,14 @@ impl Pipeline {
         };
 
         let text_path = weights_file(&dir.join("text_encoder"), "model", dtype)?;
-        let text = ClipTextModel::new(&text_config, load_weights(&text_path, dtype, &device)?)
-            .map_err(|source| PipelineError::Weights { path: text_path, source })?;
+        let (text, text_weights) = build_keeping(load_weights(&text_path, dtype, &device)?, |vb| {
+            ClipTextModel::new(&text_config, vb)
+        })
+        .map_err(|source| PipelineError::Weights { path: text_path, source })?;
         let unet_path = weights_file(&dir.join("unet"), "diffusion_pytorch_model", dtype)?;
-        let unet = UNet::new(&unet_config, load_weights(&unet_path, dtype, &device)?)
-            .map_err(|source| PipelineError::Weights { path: unet_path, source })?;
+        let (unet, unet_weights) =
+            build_keeping(load_weights(&unet_path, dtype, &device)?, |vb| UNet::new(&unet_config, vb))
+                .map_err(|source| PipelineError::Weights { path: unet_path, source })?;
         let vae_path = weights_file(&dir.join("vae"), "diffusion_pytorch_model", dtype)?;
         let vae = Autoencoder::new(&vae_config, load_weights(&vae_path, dtype, &device)?)
             .map_err(|source| PipelineError::Weights { path: vae_path, source })?;
@@ -399,6 +417,8 @@ impl Pipeline {
             defaults,
             conditionings,
             encoded_images,
+            base: BaseWeights { unet: unet_weights, text: text_weights, text_patched: false },
+            loras: Default::default(),
             dtype,
             device,
         })
@@ -466,10 +486,14 @@ impl Pipeline {
                 ),
             ));
         }
+        let (text, text_weights) = build_keeping(c.text_weights, |vb| ClipTextModel::new(&c.text, vb))
+            .map_err(|e| weights_error(path, e))?;
+        let (unet, unet_weights) =
+            build_keeping(c.unet_weights, |vb| UNet::new(&c.unet, vb)).map_err(|e| weights_error(path, e))?;
         Ok(Self {
             tokenizer: PromptTokenizer::Clip(Box::new(tokenizer)),
-            text: ClipTextModel::new(&c.text, c.text_weights).map_err(|e| weights_error(path, e))?,
-            unet: UNet::new(&c.unet, c.unet_weights).map_err(|e| weights_error(path, e))?,
+            text,
+            unet,
             vae: Autoencoder::new(&AutoencoderConfig::Kl(c.vae), c.vae_weights)
                 .map_err(|e| weights_error(path, e))?,
             scheduler: c.scheduler,
@@ -478,8 +502,59 @@ impl Pipeline {
             defaults: ModelDefaults::default(),
             conditionings: Mutex::new(LruCache::new(CONDITIONING_CACHE_BYTES)),
             encoded_images: Mutex::new(LruCache::new(CONDITIONING_CACHE_BYTES)),
+            base: BaseWeights { unet: unet_weights, text: text_weights, text_patched: false },
+            loras: Default::default(),
             device: options.device.clone(),
         })
+    }
+
+    /// Merges `loras` (file, strength) into the UNet and text encoder in place of those merged
+    /// before, as diffusers' `load_lora_weights` + `set_adapters(names, strengths)` do: the
+    /// networks are rebuilt from the weights kept at load, so a new strength does not read the
+    /// checkpoint again (the same list again does nothing). Returns each file's report (layers
+    /// that matched nothing, by name). A file none of whose layers this model has is refused;
+    /// on an error the model stays as it was.
+    pub fn set_loras(&mut self, loras: &[(Arc<LoraFile>, f64)]) -> Result<Vec<LoraReport>, PipelineError> {
+        for (file, strength) in loras {
+            if !strength.is_finite() {
+                return Err(PipelineError::Invalid {
+                    name: "LoRA strength",
+                    value: strength.to_string(),
+                    reason: format!("{} needs a finite strength", file.path().display()),
+                });
+            }
+        }
+        let key: Vec<(PathBuf, u64)> =
+            loras.iter().map(|(f, s)| (f.path().to_path_buf(), s.to_bits())).collect();
+        if key == self.loras.0 {
+            return Ok(self.loras.1.clone());
+        }
+        let files: Vec<(&LoraFile, f64)> = loras.iter().map(|(f, s)| (f.as_ref(), *s)).collect();
+        let mut reports: Vec<LoraReport> = files.iter().map(|(f, _)| LoraReport::new(f)).collect();
+        let per_block = self.unet.config().layers_per_block;
+        let unet_weights = merge(&self.base.unet, LoraPart::Unet, per_block, &files, &mut reports)?;
+        let text_weights = merge(&self.base.text, LoraPart::TextEncoder, per_block, &files, &mut reports)?;
+        if let Some(r) = reports.iter().find(|r| r.matched == 0) {
+            let first = r.unmatched.first().map(String::as_str).unwrap_or("none");
+            return Err(unsupported(
+                &r.path,
+                format!("none of its layers is in this model (the first: {first}); is this LoRA for another architecture?"),
+            ));
+        }
+        let unet_config = self.unet.config().clone();
+        let unet = UNet::new(&unet_config, var_builder(&unet_weights, self.dtype, &self.device))?;
+        let text_patched = files.iter().any(|(f, s)| *s != 0.0 && f.patches(LoraPart::TextEncoder));
+        if text_patched || self.base.text_patched {
+            let config = self.text.config().clone();
+            self.text = ClipTextModel::new(&config, var_builder(&text_weights, self.dtype, &self.device))?;
+            self.base.text_patched = text_patched;
+            if let Ok(mut cache) = self.conditionings.lock() {
+                cache.clear();
+            }
+        }
+        self.unet = unet;
+        self.loras = (key, reports.clone());
+        Ok(reports)
     }
 
     /// The model's render defaults.

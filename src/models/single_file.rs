@@ -146,7 +146,7 @@ fn two_indices(s: &str) -> Option<(usize, usize, &str)> {
 }
 
 /// The diffusers name of a UNet key (without `model.diffusion_model.`).
-fn unet_name(key: &str, layers: usize) -> Option<String> {
+pub(crate) fn unet_name(key: &str, layers: usize) -> Option<String> {
     let per = layers + 1;
     if let Some(rest) = key.strip_prefix("time_embed.0.") {
         return Some(format!("time_embedding.linear_1.{rest}"));

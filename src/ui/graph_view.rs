@@ -249,6 +249,15 @@ impl SnarlViewer<Shown> for Viewer<'_> {
 pub fn summary(node: &Node) -> String {
     match node {
         Node::Model(m) => m.source.name(),
+        Node::Lora(l) => match &l.path {
+            Some(path) => {
+                let name = path
+                    .file_stem()
+                    .map_or_else(|| path.display().to_string(), |s| s.to_string_lossy().into());
+                format!("{} · {:.2}", shorten(&name, 24), l.strength)
+            }
+            None => "no LoRA file".into(),
+        },
         Node::Prompt(p) => shorten(&p.prompt, 40),
         Node::Schedule(s) => format!("{} steps, eta {:.2}", s.steps, s.eta),
         Node::Sampler(s) => format!("{} · cfg {:.1} · seed {}", s.algorithm.name(), s.guidance, s.seed),

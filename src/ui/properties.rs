@@ -15,10 +15,13 @@ pub struct PropertiesOutput {
     pub choose_model: Option<bool>,
     /// Open a native dialog to choose a picture.
     pub choose_image: bool,
+    /// Open a native dialog to choose a LoRA file.
+    pub choose_lora: bool,
 }
 
-/// Shows the settings of `node`. `unknown` lists prompt words the model does not know.
-pub fn properties_ui(ui: &mut Ui, node: &mut Node, unknown: &[String]) -> PropertiesOutput {
+/// Shows the settings of `node`. `notes` lists what the last render found: prompt words the
+/// model does not know (Prompt), layers that matched nothing (LoRA).
+pub fn properties_ui(ui: &mut Ui, node: &mut Node, notes: &[String]) -> PropertiesOutput {
     let mut out = PropertiesOutput::default();
     let mut track = |r: egui::Response| {
         out.dragging |= r.dragged();
@@ -53,11 +56,28 @@ pub fn properties_ui(ui: &mut Ui, node: &mut Node, unknown: &[String]) -> Proper
             ui.label("Negative prompt");
             ui.add(egui::TextEdit::multiline(&mut p.negative).desired_rows(2).hint_text("what to avoid"))
                 .on_hover_text("What to steer away from (empty = unconditional)");
-            if !unknown.is_empty() {
+            if !notes.is_empty() {
                 ui.colored_label(
                     egui::Color32::from_rgb(240, 170, 90),
-                    format!("Words the model does not know: {}", unknown.join(", ")),
+                    format!("Words the model does not know: {}", notes.join(", ")),
                 );
+            }
+        }
+        Node::Lora(l) => {
+            let name = l.path.as_ref().map_or("no LoRA file".into(), |p| p.display().to_string());
+            ui.label(name);
+            if ui
+                .button("Open…")
+                .on_hover_text("Choose a LoRA .safetensors file (kohya-ss or diffusers/PEFT)")
+                .clicked()
+            {
+                out.choose_lora = true;
+            }
+            track(ui.add(egui::Slider::new(&mut l.strength, -2.0..=2.0).text("Strength"))).on_hover_text(
+                "1 as trained, 0 off, negative steers away; a new strength re-renders without reloading the model",
+            );
+            for note in notes {
+                ui.colored_label(egui::Color32::from_rgb(240, 170, 90), note);
             }
         }
         Node::Schedule(s) => {
