@@ -25,13 +25,11 @@ fn tiny_sd() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny_sd/model")
 }
 
-fn render(pipeline: &Pipeline, cases: &Value, case: &Value) -> Vec<u8> {
+fn render(pipeline: &Pipeline, case: &Value) -> Vec<u8> {
     let name = case["name"].as_str().unwrap();
     let latent = common::saved_latent(&fixture().join(format!("renders/{name}.safetensors")));
-    let mut with_settings = case.clone();
-    with_settings["steps"] = cases["steps"].clone();
-    with_settings["guidance"] = cases["guidance"].clone();
-    let request = common::case_request(&with_settings, SamplerKind::Ddim, latent);
+    let sampler = SamplerKind::parse(case["sampler"].as_str().unwrap()).unwrap();
+    let request = common::case_request(case, sampler, latent);
     pipeline.render(&request, &mut |_: &StepView<'_>| ControlFlow::Continue(())).unwrap().unwrap().rgb
 }
 
@@ -61,7 +59,7 @@ fn lora_renders_match_diffusers_pixels() {
             assert!(report.unmatched.is_empty(), "{name}: {:?}", report.unmatched);
             assert!(report.matched > 0, "{name}");
         }
-        let rgb = render(&pipeline, &cases, case);
+        let rgb = render(&pipeline, case);
         common::assert_matches_png(name, &rgb, (16, 16), &fixture().join(format!("renders/{name}.png")));
         rendered.insert(name.to_string(), rgb);
     }
@@ -75,7 +73,7 @@ fn lora_renders_match_diffusers_pixels() {
     let off: Vec<_> = loras(first).into_iter().map(|(f, _)| (f, 0.0)).collect();
     pipeline.set_loras(&off).unwrap();
     let none_case = cases["cases"].as_array().unwrap().iter().find(|c| c["name"] == "none").unwrap();
-    assert_eq!(render(&pipeline, &cases, none_case), rendered["none"]);
+    assert_eq!(render(&pipeline, none_case), rendered["none"]);
 }
 
 fn write(dir: &Path, name: &str, tensors: &[(&str, Tensor)]) -> PathBuf {
@@ -173,4 +171,27 @@ fn unmatched_layers_are_reported_and_other_kinds_of_file_refused_by_name() {
     std::fs::write(d.join("garbage.safetensors"), b"not a safetensors file at all").unwrap();
     assert!(error(&d.join("garbage.safetensors")).contains("garbage.safetensors"));
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_new_strength_does_not_read_the_checkpoint_again() {
+    let dir = std::env::temp_dir().join(format!("latent-studio-lora-model-{}", std::process::id()));
+    common::copy_dir(&tiny_sd(), &dir);
+    let mut pipeline = Pipeline::load(&dir, &LoadOptions::default()).unwrap();
+    // The weight files are gone: whatever follows works from the weights kept at load.
+    std::fs::remove_dir_all(&dir).unwrap();
+    let cases: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture().join("cases.json")).unwrap()).unwrap();
+    let case = &cases["cases"][0];
+    let file = loras(case).remove(0).0;
+    for strength in [0.3, -1.0, 1.0] {
+        pipeline.set_loras(&[(file.clone(), strength)]).unwrap();
+    }
+    let rgb = render(&pipeline, case);
+    common::assert_matches_png(
+        "peft after strength changes",
+        &rgb,
+        (16, 16),
+        &fixture().join("renders/peft.png"),
+    );
 }

@@ -498,6 +498,53 @@ impl StudioApp {
         notes
     }
 
+    /// Sets the Sampler node `sampler` and the Schedule node wired into it (one is added when
+    /// none is) to a few-step model's preset, as one undoable edit.
+    pub fn apply_preset(&mut self, sampler: NodeId, preset: crate::core::presets::Preset) {
+        use crate::graph::node::{ScheduleNode, Spacing};
+        use crate::graph::PinRef;
+        let p = preset.settings();
+        let mut graph = self.graph.clone();
+        let schedule_pin = PinRef { node: sampler, pin: 1 };
+        let schedule = match graph.source(schedule_pin) {
+            Some(source) if matches!(graph.node(source.node), Some(Node::Schedule(_))) => source.node,
+            _ => {
+                let pos = graph
+                    .nodes
+                    .iter()
+                    .find(|n| n.id == sampler)
+                    .map_or([0.0; 2], |n| [n.pos[0] - 220.0, n.pos[1] + 140.0]);
+                let id = graph.add(Node::Schedule(ScheduleNode::default()), pos);
+                if let Err(e) = graph.connect(PinRef { node: id, pin: 0 }, schedule_pin) {
+                    self.error(e.to_string());
+                    return;
+                }
+                id
+            }
+        };
+        for n in &mut graph.nodes {
+            match &mut n.node {
+                Node::Sampler(s) if n.id == sampler => {
+                    s.algorithm = p.sampler;
+                    s.guidance = p.guidance;
+                }
+                Node::Schedule(s) if n.id == schedule => {
+                    s.steps = p.steps;
+                    s.spacing = match p.spacing {
+                        None => Spacing::Model,
+                        Some(crate::core::TimestepSpacing::Leading) => Spacing::Leading,
+                        Some(crate::core::TimestepSpacing::Trailing) => Spacing::Trailing,
+                        Some(crate::core::TimestepSpacing::Linspace) => Spacing::Linspace,
+                    };
+                    s.eta = 0.0;
+                }
+                _ => {}
+            }
+        }
+        self.set_graph(graph, true);
+        self.notify(format!("{} preset: {}", preset.name(), preset.describe()));
+    }
+
     /// What the last render found about a LoRA node's file.
     fn lora_node_notes(&self, node: &Node) -> Option<&Vec<String>> {
         let Node::Lora(l) = node else { return None };
@@ -524,6 +571,7 @@ impl StudioApp {
         let mut choose_model = None;
         let mut choose_image = false;
         let mut choose_lora = false;
+        let mut preset = None;
         let mut load_base = false;
         if let Node::Canvas(canvas) = node {
             let worker = &self.worker;
@@ -541,9 +589,13 @@ impl StudioApp {
             choose_model = out.choose_model;
             choose_image = out.choose_image;
             choose_lora = out.choose_lora;
+            preset = out.preset;
         }
         if choose_lora {
             self.choose_lora(id);
+        }
+        if let Some(preset) = preset {
+            self.apply_preset(id, preset);
         }
         if let Some(folder) = choose_model {
             self.choose_model(id, folder);

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use candle_core::{DType, Device, Tensor};
 
+use crate::core::presets::Preset;
 use crate::core::samplers::{SamplerKind, SamplerOptions, StepView};
 use crate::core::{Guidance, PredictionType, TimestepSpacing};
 use crate::engine::spec::{LoraSpec, ModelSource};
@@ -37,6 +38,11 @@ pub struct RenderArgs {
     /// ddim, ddpm, euler, euler-a, heun, dpmpp-2m or lcm (default: the model's).
     #[arg(long)]
     pub sampler: Option<String>,
+    /// A few-step model's settings: lcm (LCM models, LCM-LoRA), turbo (SD-Turbo) or hyper
+    /// (Hyper-SD LoRAs) set the sampler, spacing, steps and guidance that `--sampler`,
+    /// `--spacing`, `--steps` and `--guidance` do not.
+    #[arg(long)]
+    pub preset: Option<String>,
     /// leading, trailing or linspace (default: the model's).
     #[arg(long)]
     pub spacing: Option<String>,
@@ -233,11 +239,18 @@ fn mask_tensor(mask: &Rgb, factor: usize) -> anyhow::Result<Tensor> {
 /// Runs `render`.
 pub fn run(args: &RenderArgs) -> anyhow::Result<()> {
     let pipeline = args.model.load()?;
-    let steps = args.steps.unwrap_or(pipeline.defaults().steps);
-    let guidance = args.guidance.unwrap_or(pipeline.defaults().guidance);
-    let sampler = match &args.sampler {
-        Some(name) => SamplerKind::parse(name)?,
-        None => {
+    let preset = args.preset.as_deref().map(Preset::parse).transpose()?.map(Preset::settings);
+    let steps = args.steps.or(preset.map(|p| p.steps)).unwrap_or(pipeline.defaults().steps);
+    let guidance = args.guidance.or(preset.map(|p| p.guidance)).unwrap_or(pipeline.defaults().guidance);
+    let spacing = match (&args.spacing, preset) {
+        (Some(name), _) => Some(TimestepSpacing::parse(name)?),
+        (None, Some(p)) => p.spacing,
+        (None, None) => None,
+    };
+    let sampler = match (&args.sampler, preset) {
+        (Some(name), _) => SamplerKind::parse(name)?,
+        (None, Some(p)) => p.sampler,
+        (None, None) => {
             let (kind, notice) = pipeline.default_sampler();
             if let Some(notice) = notice {
                 eprintln!("notice: {notice}");
@@ -285,11 +298,7 @@ pub fn run(args: &RenderArgs) -> anyhow::Result<()> {
         prompt: args.prompt.clone(),
         negative: args.negative.clone(),
         sampler,
-        options: SamplerOptions {
-            spacing: args.spacing.as_deref().map(TimestepSpacing::parse).transpose()?,
-            karras: args.karras.then_some(true),
-            eta: args.eta,
-        },
+        options: SamplerOptions { spacing, karras: args.karras.then_some(true), eta: args.eta },
         steps,
         guidance: Guidance { scale: guidance, rescale: args.guidance_rescale, interval: None },
         seed: args.seed,

@@ -9,6 +9,7 @@ pub mod guidance;
 pub mod interpolate;
 pub mod inversion;
 pub mod noise;
+pub mod presets;
 pub mod samplers;
 pub mod schedule;
 pub mod sdedit;

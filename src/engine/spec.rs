@@ -221,6 +221,11 @@ impl RenderSpec {
     /// AUTOMATIC1111's `parameters` text for this render.
     pub fn a1111_parameters(&self, steps: usize, size: (usize, usize)) -> String {
         let mut text = self.prompt.clone();
+        // LoRAs as A1111 writes them: a `<lora:NAME:STRENGTH>` tag in the prompt.
+        for lora in &self.loras {
+            let name = lora.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            text.push_str(&format!(" <lora:{name}:{}>", lora.strength));
+        }
         if !self.negative.is_empty() {
             text.push_str(&format!("\nNegative prompt: {}", self.negative));
         }
@@ -337,4 +342,21 @@ pub fn seeded_latent(seed: u64, pipeline: &Pipeline) -> Result<Tensor, SpecError
 /// Slerps two resolved noises.
 pub fn blend(a: &Tensor, b: &Tensor, t: f64) -> Result<Tensor, SpecError> {
     Ok(slerp(&a.to_dtype(DType::F32)?, &b.to_dtype(DType::F32)?, t)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lora_argument_is_a_file_with_an_optional_strength_after_its_last_colon() {
+        let parsed = |arg: &str| {
+            let l = LoraSpec::parse(arg);
+            (l.path.to_string_lossy().into_owned(), l.strength)
+        };
+        assert_eq!(parsed("style.safetensors"), ("style.safetensors".into(), 1.0));
+        assert_eq!(parsed("style.safetensors:0.6"), ("style.safetensors".into(), 0.6));
+        assert_eq!(parsed("a:b.safetensors:-1.5"), ("a:b.safetensors".into(), -1.5));
+        assert_eq!(parsed(r"C:\loras\style.safetensors"), (r"C:\loras\style.safetensors".into(), 1.0));
+    }
 }

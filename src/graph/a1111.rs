@@ -1,7 +1,7 @@
 //! AUTOMATIC1111's `parameters` text (what its PNGs carry): reading it into a graph's prompt,
 //! schedule and sampler, so a dropped A1111 picture sets up the same render.
 
-use super::node::{MAX_GUIDANCE, MAX_STEPS};
+use super::node::{MAX_GUIDANCE, MAX_LORA_STRENGTH, MAX_STEPS};
 use super::Node;
 use crate::core::SamplerKind;
 
@@ -20,6 +20,29 @@ pub struct Parameters {
     pub guidance: Option<f64>,
     /// `Seed:`.
     pub seed: Option<u64>,
+    /// The prompt's `<lora:NAME:STRENGTH>` tags (taken out of the prompt): file stems and
+    /// strengths.
+    pub loras: Vec<(String, f64)>,
+}
+
+/// Takes A1111's `<lora:NAME[:STRENGTH]>` tags out of a prompt.
+fn take_lora_tags(prompt: &str) -> (String, Vec<(String, f64)>) {
+    let (mut rest, mut loras, mut text) = (prompt, Vec::new(), String::new());
+    while let Some(start) = rest.find("<lora:") {
+        let Some(len) = rest[start..].find('>') else { break };
+        text.push_str(&rest[..start]);
+        let tag = &rest[start + "<lora:".len()..start + len];
+        let (name, strength) = match tag.rsplit_once(':') {
+            Some((name, w)) => (name, w.trim().parse::<f64>().ok()),
+            None => (tag, Some(1.0)),
+        };
+        if let Some(w) = strength.filter(|w| w.is_finite() && w.abs() <= MAX_LORA_STRENGTH) {
+            loras.push((name.trim().to_string(), w));
+        }
+        rest = &rest[start + len + 1..];
+    }
+    text.push_str(rest);
+    (text.split_whitespace().collect::<Vec<_>>().join(" ").replace(" ,", ","), loras)
 }
 
 /// Parses A1111's format: prompt lines, an optional `Negative prompt: …` line, and a last line
@@ -50,7 +73,14 @@ pub fn parse(text: &str) -> Parameters {
         let negative: Vec<&str> = lines.drain(at..).collect();
         out.negative = negative.join("\n").trim_start_matches("Negative prompt:").trim().to_string();
     }
-    out.prompt = lines.join("\n").trim().to_string();
+    let prompt = lines.join("\n");
+    out.prompt = if prompt.contains("<lora:") {
+        let (prompt, loras) = take_lora_tags(&prompt);
+        out.loras = loras;
+        prompt
+    } else {
+        prompt.trim().to_string()
+    };
     out
 }
 
@@ -79,6 +109,15 @@ impl Parameters {
                     s.guidance = self.guidance.unwrap_or(s.guidance);
                     s.seed = self.seed.unwrap_or(s.seed);
                     changed += 1;
+                }
+                // A LoRA node whose file the text names takes its strength.
+                Node::Lora(l) => {
+                    let stem =
+                        l.path.as_ref().and_then(|p| p.file_stem()).map(|s| s.to_string_lossy().into_owned());
+                    if let Some((_, w)) = self.loras.iter().find(|(name, _)| Some(name) == stem.as_ref()) {
+                        l.strength = *w;
+                        changed += 1;
+                    }
                 }
                 _ => {}
             }
@@ -112,6 +151,19 @@ mod tests {
             sampler.map(|s| (s.algorithm, s.guidance, s.seed)),
             Some((SamplerKind::EulerA, 6.5, 1234))
         );
+    }
+
+    #[test]
+    fn lora_tags_leave_the_prompt_and_set_the_strength_of_the_lora_node_with_that_file() {
+        let p = parse("a lake <lora:ink_style:0.6>, at dawn <lora:bad:x> <lora:other>\nSteps: 20");
+        assert_eq!(p.prompt, "a lake, at dawn");
+        assert_eq!(p.loras, [("ink_style".to_string(), 0.6), ("other".to_string(), 1.0)]);
+        let mut node = Node::Lora(crate::graph::node::LoraNode {
+            path: Some("/x/ink_style.safetensors".into()),
+            strength: 1.0,
+        });
+        assert_eq!(p.apply(std::iter::once(&mut node)), 1);
+        assert!(matches!(node, Node::Lora(l) if l.strength == 0.6));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use egui::Ui;
 
+use crate::core::presets::Preset;
 use crate::core::SamplerKind;
 use crate::graph::node::{ModelSource, Sigmas, Spacing};
 use crate::graph::Node;
@@ -17,6 +18,8 @@ pub struct PropertiesOutput {
     pub choose_image: bool,
     /// Open a native dialog to choose a LoRA file.
     pub choose_lora: bool,
+    /// Apply a few-step model's preset to the Sampler node and its schedule.
+    pub preset: Option<Preset>,
 }
 
 /// Shows the settings of `node`. `notes` lists what the last render found: prompt words the
@@ -108,6 +111,14 @@ pub fn properties_ui(ui: &mut Ui, node: &mut Node, notes: &[String]) -> Properti
                     }
                 },
             );
+            ui.horizontal(|ui| {
+                ui.label("Preset");
+                for preset in Preset::ALL {
+                    if ui.button(preset.name()).on_hover_text(preset.describe()).clicked() {
+                        out.preset = Some(preset);
+                    }
+                }
+            });
             track(ui.add(egui::Slider::new(&mut s.guidance, 0.0..=15.0).text("Guidance")))
                 .on_hover_text("Classifier-free guidance: uncond + s · (cond − uncond)");
             track(ui.add(egui::Slider::new(&mut s.rescale, 0.0..=1.0).text("Rescale")))
