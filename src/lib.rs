@@ -7,6 +7,7 @@ pub mod cache;
 pub mod cli;
 pub mod core;
 pub mod dataset;
+pub mod edit_mask;
 pub mod engine;
 pub mod evaluation;
 pub mod graph;

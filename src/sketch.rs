@@ -58,6 +58,9 @@ pub const SWATCHES: [[u8; 3]; 10] = [
     [20, 25, 55],
 ];
 
+/// The largest mask blur a canvas may hold, in pixels.
+pub const MAX_MASK_BLUR: f64 = 64.0;
+
 /// A canvas node's state: strokes (saved) and what undo removed (not saved).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -68,6 +71,9 @@ pub struct Canvas {
     pub background: [u8; 3],
     /// SDEdit strength in (0, 1].
     pub strength: f64,
+    /// Blur of the mask layer in pixels of the render (0: hard cells): an ordinary model blends
+    /// softly across the mask's edge.
+    pub mask_blur: f32,
     /// The brush the next stroke uses.
     pub brush: Stroke,
     /// Strokes undone, newest last; cleared by a new stroke.
@@ -81,6 +87,7 @@ impl PartialEq for Canvas {
         self.strokes == other.strokes
             && self.background == other.background
             && self.strength == other.strength
+            && self.mask_blur == other.mask_blur
     }
 }
 
@@ -90,6 +97,7 @@ impl Default for Canvas {
             strokes: default_sketch(),
             background: SWATCHES[0],
             strength: 0.75,
+            mask_blur: 0.0,
             brush: Stroke {
                 layer: Layer::Paint,
                 tool: Tool::Brush,
@@ -150,6 +158,7 @@ impl Canvas {
     /// reason names the stroke, the point and the value.
     pub fn check(&self) -> Result<(), String> {
         within("strength", self.strength, 0.0, 1.0)?;
+        within("mask blur", f64::from(self.mask_blur), 0.0, MAX_MASK_BLUR)?;
         let strokes = self.strokes.iter().enumerate().map(|(i, s)| (format!("stroke {}", i + 1), s));
         for (name, stroke) in strokes.chain(std::iter::once(("the brush".to_string(), &self.brush))) {
             let radius = f64::from(stroke.radius);

@@ -75,7 +75,7 @@ fn a_tensor_of_the_wrong_shape_is_named_with_both_shapes() {
 type ConfigEdit = fn(&mut serde_json::Value);
 
 #[test]
-fn unknown_sdxl_and_inpainting_unets_are_refused_by_name() {
+fn unknown_sdxl_and_instruct_pix2pix_unets_are_refused_by_name() {
     let cases: [(&str, ConfigEdit, &str); 4] = [
         (
             "arch",
@@ -84,7 +84,7 @@ fn unknown_sdxl_and_inpainting_unets_are_refused_by_name() {
         ),
         ("block", |v| v["down_block_types"][0] = "CrossAttnDownBlock3D".into(), "CrossAttnDownBlock3D"),
         ("sdxl", |v| v["addition_embed_type"] = "text_time".into(), "SDXL"),
-        ("inpaint", |v| v["in_channels"] = 9.into(), "inpainting"),
+        ("pix2pix", |v| v["in_channels"] = 8.into(), "takes 8 input channels for 4 latent ones"),
     ];
     for (name, edit, want) in cases {
         let dir = copy_model(name);

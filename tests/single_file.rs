@@ -1,7 +1,7 @@
 //! Single-file LDM checkpoints: a tiny SD 1.x checkpoint in the original key layout
 //! (`tests/fixtures/single_file/make_fixture.py`) renders as diffusers' `from_single_file` does,
 //! a tiny SD 2.x one (OpenCLIP text encoder, v-prediction) as the same weights in a diffusers folder,
-//! the shipped CLIP vocabulary tokenizes as transformers does, and SDXL and inpainting files are
+//! the shipped CLIP vocabulary tokenizes as transformers does, and SDXL and instruct-pix2pix files are
 //! refused by name.
 
 use std::collections::HashMap;
@@ -70,7 +70,7 @@ fn load_error(path: &Path) -> String {
 }
 
 #[test]
-fn sdxl_inpainting_and_foreign_files_are_refused_by_name() {
+fn sdxl_instruct_pix2pix_and_foreign_files_are_refused_by_name() {
     let sdxl = write_checkpoint(
         "sdxl",
         &[
@@ -79,9 +79,9 @@ fn sdxl_inpainting_and_foreign_files_are_refused_by_name() {
         ],
     );
     assert!(load_error(&sdxl).contains("SDXL"));
-    let inpaint =
-        write_checkpoint("inpaint", &[("model.diffusion_model.input_blocks.0.0.weight", &[8, 9, 3, 3])]);
-    assert!(load_error(&inpaint).contains("inpainting"));
+    let pix2pix =
+        write_checkpoint("pix2pix", &[("model.diffusion_model.input_blocks.0.0.weight", &[8, 8, 3, 3])]);
+    assert!(load_error(&pix2pix).contains("takes 8 input channels"));
     let other = write_checkpoint("other", &[("encoder.weight", &[2, 2])]);
     let err = load_error(&other);
     assert!(err.contains("not a Stable Diffusion checkpoint"), "{err}");

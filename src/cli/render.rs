@@ -10,6 +10,7 @@ use candle_core::{DType, Device, Tensor};
 use crate::core::presets::Preset;
 use crate::core::samplers::{SamplerKind, SamplerOptions, StepView};
 use crate::core::{Guidance, PredictionType, TimestepSpacing};
+use crate::edit_mask::{CellRule, EditMask};
 use crate::engine::spec::{LoraSpec, ModelSource};
 use crate::imageio::{read_png, write_png, Rgb};
 use crate::models::lora::LoraFile;
@@ -76,9 +77,14 @@ pub struct RenderArgs {
     /// SDEdit strength in (0, 1] (default 0.75); only with an init image, which it applies to.
     #[arg(long, requires = "init_image")]
     pub strength: Option<f64>,
-    /// SDEdit mask: white = edit; averaged over each latent cell, cells ≥ 0.5 are edited.
+    /// Edit mask, white = edit: an ordinary model edits the latent cells at least half white
+    /// (blending the rest back in), an inpainting model repaints the pixels ≥ 0.5.
     #[arg(long, requires = "init_image")]
     pub mask: Option<PathBuf>,
+    /// Blur the mask by a Gaussian of this many pixels first (AUTOMATIC1111's "Mask blur"): an
+    /// ordinary model then blends softly across the edge.
+    #[arg(long, default_value_t = 0.0, requires = "mask")]
+    pub mask_blur: f32,
     /// Starting noise: a safetensors file with one f32 tensor `latent` [1, C, H/f, W/f].
     #[arg(long)]
     pub init_latent: Option<PathBuf>,
@@ -218,22 +224,15 @@ pub fn image_tensor(image: &Rgb) -> anyhow::Result<Tensor> {
         .unsqueeze(0)?)
 }
 
-/// A latent-resolution mask: the mean brightness of each `factor × factor` cell, ≥ 0.5 → 1.
-fn mask_tensor(mask: &Rgb, factor: usize) -> anyhow::Result<Tensor> {
-    let (lw, lh) = (mask.width / factor, mask.height / factor);
-    let mut cells = vec![0f32; lw * lh];
-    for (i, cell) in cells.iter_mut().enumerate() {
-        let (cx, cy) = (i % lw, i / lw);
-        let mut sum = 0.0;
-        for y in cy * factor..(cy + 1) * factor {
-            for x in cx * factor..(cx + 1) * factor {
-                let p = &mask.data[(y * mask.width + x) * 3..][..3];
-                sum += (f32::from(p[0]) + f32::from(p[1]) + f32::from(p[2])) / (3.0 * 255.0);
-            }
-        }
-        *cell = if sum / (factor * factor) as f32 >= 0.5 { 1.0 } else { 0.0 };
-    }
-    Ok(Tensor::from_vec(cells, (1, 1, lh, lw), &Device::Cpu)?)
+/// The edit mask of a mask picture: its mean brightness per pixel; a latent cell is edited when at
+/// least half its pixels are (unblurred), an inpainting model repaints pixels ≥ 0.5.
+fn edit_mask(mask: &Rgb, factor: usize, blur: f32) -> anyhow::Result<EditMask> {
+    let coverage: Vec<f32> = mask
+        .data
+        .chunks_exact(3)
+        .map(|p| (f32::from(p[0]) + f32::from(p[1]) + f32::from(p[2])) / (3.0 * 255.0))
+        .collect();
+    Ok(EditMask::new(&coverage, mask.width, mask.height, factor, blur, CellRule::Majority)?)
 }
 
 /// Runs `render`.
@@ -280,7 +279,10 @@ pub fn run(args: &RenderArgs) -> anyhow::Result<()> {
                             image.height
                         );
                     }
-                    Some(mask_tensor(&mask, pipeline.vae_factor())?)
+                    if !(args.mask_blur.is_finite() && (0.0..=64.0).contains(&args.mask_blur)) {
+                        bail!("invalid --mask-blur {}: choose 0 to 64 pixels", args.mask_blur);
+                    }
+                    Some(edit_mask(&mask, pipeline.vae_factor(), args.mask_blur)?)
                 }
             };
             Some(InitImage {

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::interpolate::slerp;
 use crate::core::{Guidance, SamplerKind, SamplerOptions, SeededNoise, TimestepSpacing};
+use crate::edit_mask::{CellRule, EditMask};
 use crate::imageio::{read_image, resize, Rgb};
 use crate::models::pipeline::{InitImage, Pipeline, Request};
 use crate::sketch::Canvas;
@@ -282,23 +283,16 @@ pub fn rgb_tensor(image: &Rgb) -> Result<Tensor, candle_core::Error> {
         .contiguous()
 }
 
-/// The edit mask of `canvas` at the latent size `[1, 1, h, w]` (1 = edit): a latent pixel is
-/// edited when any pixel of its patch is painted. `None` when the canvas has no mask strokes.
-pub fn latent_mask(canvas: &Canvas, pipeline: &Pipeline) -> Result<Option<Tensor>, SpecError> {
+/// The edit mask of `canvas` at the model's size: unblurred, a latent cell is edited when any
+/// pixel of it is painted; its mask blur softens the edge. `None` when it has no mask strokes.
+pub fn edit_mask(canvas: &Canvas, pipeline: &Pipeline) -> Result<Option<EditMask>, SpecError> {
     if !canvas.has_mask() {
         return Ok(None);
     }
     let size = pipeline.image_size();
-    let f = pipeline.vae_factor();
     let raster = canvas.rasterize(size, size, None);
-    let (lw, lh) = (size / f, size / f);
-    let mut mask = vec![0f32; lw * lh];
-    for (i, m) in mask.iter_mut().enumerate() {
-        let (lx, ly) = (i % lw, i / lw);
-        let painted = (0..f).any(|dy| (0..f).any(|dx| raster.mask[(ly * f + dy) * size + lx * f + dx] > 0));
-        *m = if painted { 1.0 } else { 0.0 };
-    }
-    Ok(Some(Tensor::from_vec(mask, (1, 1, lh, lw), &Device::Cpu)?))
+    let coverage: Vec<f32> = raster.mask.iter().map(|&m| if m > 0 { 1.0 } else { 0.0 }).collect();
+    Ok(Some(EditMask::new(&coverage, size, size, pipeline.vae_factor(), canvas.mask_blur, CellRule::Any)?))
 }
 
 /// Everything but the noise, as a pipeline request (the noise needs the inversion cache).
@@ -309,7 +303,7 @@ pub fn request(spec: &RenderSpec, pipeline: &Pipeline) -> Result<Request, SpecEr
         Some(init) => Some(InitImage {
             image: rgb_tensor(&raster(&init.image, size, size)?)?,
             strength: init.strength,
-            mask: init.mask.as_ref().map(|c| latent_mask(c, pipeline)).transpose()?.flatten(),
+            mask: init.mask.as_ref().map(|c| edit_mask(c, pipeline)).transpose()?.flatten(),
         }),
     };
     let spacing = spec.spacing.as_deref().map(TimestepSpacing::parse).transpose()?;

@@ -25,6 +25,7 @@ use crate::core::SeededNoise;
 use crate::core::{
     Conditioning, CoreError, Guidance, ModelDenoiser, Network, PredictionType, SchedulerConfig,
 };
+use crate::edit_mask::EditMask;
 
 /// What can go wrong loading or running a model folder; every variant names the file.
 #[derive(Debug, thiserror::Error)]
@@ -247,8 +248,8 @@ pub struct InitImage {
     pub image: Tensor,
     /// Strength in (0, 1].
     pub strength: f64,
-    /// `[1, 1, H/f, W/f]`, 1 = edit, or `None` to edit everywhere.
-    pub mask: Option<Tensor>,
+    /// Where the edit may change the picture, or `None` for everywhere.
+    pub mask: Option<EditMask>,
 }
 
 /// One render request.
@@ -293,6 +294,8 @@ pub struct Rendered {
     pub unknown_words: Vec<String>,
     /// Whether the prompt was cut to the text encoder's length.
     pub truncated: bool,
+    /// What else the user should know about this render.
+    pub notes: Vec<String>,
 }
 
 /// The UNet with its timestep broadcast to the batch, as the samplers call it. A distilled
@@ -300,6 +303,9 @@ pub struct Rendered {
 struct UNetNetwork<'a> {
     unet: &'a UNet,
     guidance: Option<Tensor>,
+    /// An inpainting model's extra input channels (mask, masked-picture latent), `[1, 5, h, w]`,
+    /// joined to every batch item after the latent.
+    extra: Option<Tensor>,
 }
 
 impl Network for UNetNetwork<'_> {
@@ -318,7 +324,14 @@ impl Network for UNetNetwork<'_> {
             Some(row) => Some(row.broadcast_as((batch, row.dim(1)?))?.contiguous()?),
             None => None,
         };
-        Ok(self.unet.forward_guided(x, &t, context, guidance.as_ref())?)
+        let x = match &self.extra {
+            Some(extra) => {
+                let (_, c, h, w) = extra.dims4()?;
+                Tensor::cat(&[x, &extra.broadcast_as((batch, c, h, w))?.to_dtype(x.dtype())?], 1)?
+            }
+            None => x.clone(),
+        };
+        Ok(self.unet.forward_guided(&x, &t, context, guidance.as_ref())?)
     }
 }
 
@@ -332,11 +345,18 @@ fn check_unet(path: &Path, raw: &serde_json::Value) -> Result<(), PipelineError>
             "this is an SDXL UNet; the studio runs Stable Diffusion 1.x and 2.x models",
         ));
     }
-    if raw.get("in_channels").and_then(|v| v.as_u64()) == Some(9) {
-        return Err(unsupported(
-            path,
-            "this is an inpainting UNet (9 input channels); use a regular checkpoint",
-        ));
+    let channels = |name: &str| raw.get(name).and_then(|v| v.as_u64());
+    if let (Some(inputs), Some(outputs)) = (channels("in_channels"), channels("out_channels")) {
+        if inputs != outputs && inputs != 2 * outputs + 1 {
+            return Err(unsupported(
+                path,
+                format!(
+                    "this UNet takes {inputs} input channels for {outputs} latent ones (an instruct-pix2pix or \
+                     depth model?); the studio runs ordinary and inpainting ({}) UNets",
+                    2 * outputs + 1
+                ),
+            ));
+        }
     }
     match raw.get("_class_name").and_then(|v| v.as_str()) {
         None | Some("UNet2DConditionModel") => Ok(()),
@@ -441,7 +461,7 @@ impl Pipeline {
         let config_path = dir.join("config.json");
         let config = AutoencoderConfig::from_json(read_json(&config_path)?)
             .map_err(|e| unsupported(&config_path, e.to_string()))?;
-        let (want, have) = (self.unet.config().in_channels, config.latent_channels());
+        let (want, have) = (self.latent_channels(), config.latent_channels());
         if have != want {
             return Err(unsupported(
                 &config_path,
@@ -585,7 +605,56 @@ impl Pipeline {
 
     /// Channels of the latent.
     pub fn latent_channels(&self) -> usize {
-        self.unet.config().in_channels
+        self.unet.config().out_channels
+    }
+
+    /// Whether the UNet is an inpainting one: it also takes the mask and the masked picture's
+    /// latent as input (`in_channels` = 2 × latent + 1).
+    pub fn inpainting(&self) -> bool {
+        let c = self.unet.config();
+        c.in_channels == 2 * c.out_channels + 1
+    }
+
+    /// An inpainting model's extra input: the mask resized to the latent by nearest neighbour and
+    /// the latent of the picture with the masked part blanked, as `StableDiffusionInpaintPipeline`
+    /// makes them. Without a picture the whole of a blank one is repainted; without a mask, all
+    /// of the picture (with a note).
+    fn inpainting_input(
+        &self,
+        init: Option<&InitImage>,
+        (lw, lh): (usize, usize),
+        notes: &mut Vec<String>,
+    ) -> Result<Tensor, PipelineError> {
+        let (w, h) = (lw * self.vae_factor(), lh * self.vae_factor());
+        let image = match init {
+            Some(init) => init.image.to_dtype(DType::F32)?,
+            None => Tensor::zeros((1, 3, h, w), DType::F32, &Device::Cpu)?,
+        };
+        let mask = match init.and_then(|i| i.mask.as_ref()) {
+            Some(mask) => mask.pixels.to_dtype(DType::F32)?.to_device(image.device())?,
+            None => {
+                if init.is_some() {
+                    notes.push("an inpainting model without a mask repaints the whole picture".into());
+                }
+                Tensor::ones((1, 1, h, w), DType::F32, image.device())?
+            }
+        };
+        if mask.dims() != [1, 1, h, w] {
+            return Err(PipelineError::Invalid {
+                name: "mask size",
+                value: format!("{:?}", mask.dims()),
+                reason: format!("the picture is {w}x{h}"),
+            });
+        }
+        let keep = (1.0 - &mask)?;
+        let masked = image.broadcast_mul(&keep)?;
+        let masked_latent = self.encode_image(&masked)?;
+        // Nearest neighbour as torch's `interpolate`: source index floor(i · in / out).
+        let rows = Tensor::new((0..lh).map(|i| (i * h / lh) as u32).collect::<Vec<_>>(), mask.device())?;
+        let cols = Tensor::new((0..lw).map(|j| (j * w / lw) as u32).collect::<Vec<_>>(), mask.device())?;
+        let small = mask.index_select(&rows, 2)?.index_select(&cols, 3)?;
+        let small = small.to_device(&self.device)?.to_dtype(masked_latent.dtype())?;
+        Ok(Tensor::cat(&[&small, &masked_latent], 1)?.to_dtype(self.dtype)?)
     }
 
     /// Pixels per latent pixel along a side.
@@ -686,9 +755,12 @@ impl Pipeline {
         let uncond = self.encode(&self.tokenize(&request.negative))?;
         let sampler = request.sampler.build(&self.scheduler, request.steps, &request.options)?;
         let (mut network, conditioning) = self.guided(cond, uncond, request.guidance)?;
+        let mut notes = Vec::new();
+        if self.inpainting() {
+            network.extra = Some(self.inpainting_input(request.init_image.as_ref(), (lw, lh), &mut notes)?);
+        }
         let mut denoiser = ModelDenoiser::new(&mut network, self.prediction, conditioning)?;
-        let channels = self.unet.config().in_channels;
-        let shape = [1, channels, lh, lw];
+        let shape = [1, self.latent_channels(), lh, lw];
         let noise = match &request.init_latent {
             Some(latent) if latent.dims() != shape => {
                 return Err(PipelineError::Invalid {
@@ -705,6 +777,9 @@ impl Pipeline {
             SampleContext { denoiser: &mut denoiser, noise: &mut step_noise, callback, inpaint: None };
         let outcome = match &request.init_image {
             None => sampler.sample(&noise, &mut ctx)?,
+            // An inpainting model at full strength starts from the noise alone, as diffusers'
+            // inpainting pipeline does (its picture comes in through the extra channels).
+            Some(init) if self.inpainting() && init.strength == 1.0 => sampler.sample(&noise, &mut ctx)?,
             Some(init) => {
                 let (_, _, ih, iw) = init.image.dims4()?;
                 if (iw, ih) != (lw * self.vae_factor(), lh * self.vae_factor()) {
@@ -719,12 +794,9 @@ impl Pipeline {
                     });
                 }
                 let guide = self.encode_image(&init.image)?;
-                let edit = SdEdit {
-                    guide: &guide,
-                    noise: &noise,
-                    strength: init.strength,
-                    mask: init.mask.as_ref(),
-                };
+                // An inpainting model sees the mask; the known part is not blended back.
+                let mask = if self.inpainting() { None } else { init.mask.as_ref().map(|m| &m.latent) };
+                let edit = SdEdit { guide: &guide, noise: &noise, strength: init.strength, mask };
                 sdedit(sampler.as_ref(), &mut ctx, &edit)?
             }
         };
@@ -739,6 +811,7 @@ impl Pipeline {
             latent: z,
             unknown_words: tokens.unknown,
             truncated: tokens.truncated,
+            notes,
         }))
     }
 
@@ -774,6 +847,13 @@ impl Pipeline {
         steps: usize,
         callback: &mut StepCallback<'_>,
     ) -> Result<Option<Tensor>, PipelineError> {
+        if self.inpainting() {
+            return Err(PipelineError::Invalid {
+                name: "model",
+                value: "an inpainting UNet".into(),
+                reason: "DDIM inversion needs an ordinary model (one without mask inputs)".into(),
+            });
+        }
         let cond = self.encode(&self.tokenize(prompt))?;
         let uncond = self.encode(&self.tokenize(""))?;
         let inverse = DdimInverse::new(&self.scheduler, steps)?;
@@ -792,7 +872,7 @@ impl Pipeline {
         guidance: Guidance,
     ) -> Result<(UNetNetwork<'_>, Conditioning), PipelineError> {
         let Some(dim) = self.unet.config().time_cond_proj_dim else {
-            let network = UNetNetwork { unet: &self.unet, guidance: None };
+            let network = UNetNetwork { unet: &self.unet, guidance: None, extra: None };
             return Ok((network, Conditioning::Guided { cond, uncond, guidance }));
         };
         guidance.validate()?;
@@ -806,7 +886,7 @@ impl Pipeline {
             }
         }
         let row = guidance_embedding(&[guidance.scale], dim, &self.device)?.to_dtype(self.dtype)?;
-        let network = UNetNetwork { unet: &self.unet, guidance: Some(row) };
+        let network = UNetNetwork { unet: &self.unet, guidance: Some(row), extra: None };
         Ok((network, Conditioning::Guided { cond, uncond, guidance: Guidance::none() }))
     }
 

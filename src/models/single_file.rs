@@ -1,8 +1,8 @@
 //! Single-file Stable Diffusion checkpoints (`.safetensors` with the original LDM key names, as
 //! most downloaded models are): keys are renamed to diffusers' layout on the fly over the
 //! memory-mapped file, and the configs are read off the tensor shapes. SD 1.x (CLIP ViT-L text
-//! encoder) and SD 2.x (OpenCLIP ViT-H) are told apart by their text encoder; SDXL and
-//! inpainting checkpoints are recognised and refused.
+//! encoder) and SD 2.x (OpenCLIP ViT-H) are told apart by their text encoder; inpainting
+//! checkpoints (9 input channels) load as such; SDXL and other UNets are recognised and refused.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -308,10 +308,13 @@ pub fn convert<'a>(path: &Path, dtype: DType, device: &'a Device) -> Result<Conv
     }
     const UNET: &str = "model.diffusion_model.";
     let in_channels = dim(&file, &format!("{UNET}input_blocks.0.0.weight"), 1, path)?;
-    if in_channels == 9 {
+    if in_channels != 4 && in_channels != 9 {
         return Err(unsupported(
             path,
-            "this is an inpainting checkpoint (9 input channels); use a regular one",
+            format!(
+                "this checkpoint's UNet takes {in_channels} input channels (an instruct-pix2pix or depth model?); \
+                 the studio runs ordinary (4) and inpainting (9) checkpoints"
+            ),
         ));
     }
     let generation = if file.get("cond_stage_model.model.token_embedding.weight").is_ok() {

@@ -230,6 +230,15 @@ impl CanvasView {
                 .on_hover_text("SDEdit t0: low keeps the strokes, high trades them for realism");
             change.dragging |= slider.dragged();
             change.edited |= slider.changed();
+            if canvas.has_mask() {
+                let blur = ui
+                    .add(egui::Slider::new(&mut canvas.mask_blur, 0.0..=16.0).text("Mask blur"))
+                    .on_hover_text(
+                        "Soften the mask's edge by this many pixels (an inpainting model sees it at 0.5)",
+                    );
+                change.dragging |= blur.dragged();
+                change.edited |= blur.changed();
+            }
         });
     }
 
