@@ -44,15 +44,65 @@ fn renders_through_a_swapped_taesd_match_diffusers_pixels() {
 }
 
 #[test]
-fn an_autoencoder_for_other_latents_or_a_single_file_is_refused_naming_it() {
+fn single_autoencoder_files_render_as_their_folders_do() {
+    let here = fixtures().join("vae_swap");
+    let cases: Value =
+        serde_json::from_str(&std::fs::read_to_string(here.join("cases.json")).unwrap()).unwrap();
+    let case = &cases["cases"][0];
+    let name = case["name"].as_str().unwrap();
+    let latent = common::saved_latent(&here.join(format!("renders/{name}.safetensors")));
+    let request = common::case_request(case, SamplerKind::Ddim, latent);
+    // madebyollin's raw halves (either one named), and diffusers' own weights file of the folder.
+    for file in ["files/taesd_decoder.safetensors", "files/taesd_encoder.safetensors", "taesd/diffusion_pytorch_model.safetensors"] {
+        let mut pipeline = Pipeline::load(&fixtures().join("tiny_sd/model"), &LoadOptions::default()).unwrap();
+        pipeline.swap_vae(&here.join(file)).unwrap();
+        let ours = pipeline.render(&request, &mut |_: &StepView<'_>| ControlFlow::Continue(())).unwrap().unwrap();
+        common::assert_matches_png(file, &ours.rgb, (16, 16), &here.join(format!("renders/{name}.png")));
+    }
+    // A KL VAE file under LDM or diffusers names, on the single-file model it came from: the
+    // model's own pictures (diffusers' `from_single_file` renders).
+    let single: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("single_file/cases.json")).unwrap(),
+    )
+    .unwrap();
+    let case = &single["cases"][0];
+    let latent = common::saved_latent(&fixtures().join("single_file/case0.safetensors"));
+    let request = Request { size: Some((16, 16)), ..common::case_request(case, SamplerKind::Ddim, latent) };
+    for file in ["files/vae_ldm.safetensors", "files/vae_diffusers.safetensors"] {
+        let model = fixtures().join("single_file/tiny_sd1.safetensors");
+        let mut pipeline = Pipeline::load(&model, &LoadOptions::default()).unwrap();
+        pipeline.swap_vae(&here.join(file)).unwrap();
+        let ours = pipeline.render(&request, &mut |_: &StepView<'_>| ControlFlow::Continue(())).unwrap().unwrap();
+        common::assert_matches_png(file, &ours.rgb, (16, 16), &fixtures().join("single_file/case0.png"));
+    }
+}
+
+#[test]
+fn an_autoencoder_for_other_latents_a_lonely_taesd_half_or_a_pickle_is_refused_naming_it() {
     let mut pipeline = Pipeline::load(&fixtures().join("tiny_sd/model"), &LoadOptions::default()).unwrap();
     // The built-in model's autoencoder has 8 latent channels and scales 8x; the tiny UNet takes 4.
     let builtin = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/builtin");
     let err = pipeline.swap_vae(&builtin).unwrap_err().to_string();
     assert!(err.contains("vae/config.json") && err.contains("8 latent channels"), "{err}");
-    let file = fixtures().join("vae_swap/taesd/diffusion_pytorch_model.safetensors");
-    let err = pipeline.swap_vae(&file).unwrap_err().to_string();
-    assert!(err.contains("diffusion_pytorch_model.safetensors") && err.contains("folder"), "{err}");
+    let builtin_file = builtin.join("vae/diffusion_pytorch_model.safetensors");
+    let err = pipeline.swap_vae(&builtin_file).unwrap_err().to_string();
+    assert!(err.contains("diffusion_pytorch_model.safetensors") && err.contains("8 latent channels"), "{err}");
+    let dir = std::env::temp_dir().join(format!("latent-studio-vae-files-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let lonely = dir.join("taesd_decoder.safetensors");
+    std::fs::copy(fixtures().join("vae_swap/files/taesd_decoder.safetensors"), &lonely).unwrap();
+    let err = pipeline.swap_vae(&lonely).unwrap_err().to_string();
+    assert!(err.contains("taesd_decoder.safetensors") && err.contains("needs its encoder"), "{err}");
+    let pickle = dir.join("taesd_decoder.pth");
+    std::fs::write(&pickle, b"not read").unwrap();
+    let err = pipeline.swap_vae(&pickle).unwrap_err().to_string();
+    assert!(err.contains("taesd_decoder.pth") && err.contains("pickles") && err.contains("save_file"), "{err}");
+    let unet = fixtures().join("tiny_sd/model/unet/diffusion_pytorch_model.safetensors");
+    let err = pipeline.swap_vae(&unet).unwrap_err().to_string();
+    assert!(err.contains("not an autoencoder file"), "{err}");
+    let err = pipeline.swap_vae(&dir.join("missing")).unwrap_err().to_string();
+    assert!(err.contains("missing") && err.contains("no such file"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
     // The model still renders with its own autoencoder after the refusals.
     assert_eq!(pipeline.latent_channels(), 4);
 }

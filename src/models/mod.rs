@@ -19,4 +19,5 @@ pub mod tiny_vae;
 pub mod tokenizer;
 pub mod unet;
 pub mod vae;
+pub mod vae_files;
 pub mod winograd;

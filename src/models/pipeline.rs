@@ -445,22 +445,27 @@ impl Pipeline {
     }
 
     /// Replaces the autoencoder by the one in `path`: a diffusers `AutoencoderKL` or
-    /// `AutoencoderTiny` (TAESD) folder (`config.json` and its weights), or a model folder's
-    /// `vae/`. It must have the UNet's latent channels and the same downscale; its own scaling
+    /// `AutoencoderTiny` (TAESD) folder (`config.json` and its weights), a model folder's
+    /// `vae/`, or a single file ([`super::vae_files`]: raw TAESD halves, diffusers or LDM files). It must have the UNet's latent channels and the same downscale; its own scaling
     /// factor applies (TAESD's 1.0: it reads the UNet's latents directly). Encoded pictures
     /// cached with the old one are dropped.
     pub fn swap_vae(&mut self, path: &Path) -> Result<(), PipelineError> {
-        if path.is_file() {
-            return Err(unsupported(
-                path,
-                "expected a diffusers AutoencoderKL or AutoencoderTiny folder (config.json and \
-                 diffusion_pytorch_model.safetensors); single VAE files are not read yet",
-            ));
+        if !path.exists() {
+            let source = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or folder");
+            return Err(PipelineError::Io { path: path.into(), source });
         }
-        let dir = if path.join("config.json").is_file() { path.to_path_buf() } else { path.join("vae") };
-        let config_path = dir.join("config.json");
-        let config = AutoencoderConfig::from_json(read_json(&config_path)?)
-            .map_err(|e| unsupported(&config_path, e.to_string()))?;
+        let (config, weights, config_path) = if path.is_file() {
+            let (config, vb) = super::vae_files::load(path, self.dtype, &self.device)?;
+            (config, vb, path.to_path_buf())
+        } else {
+            let dir = if path.join("config.json").is_file() { path.to_path_buf() } else { path.join("vae") };
+            let config_path = dir.join("config.json");
+            let config = AutoencoderConfig::from_json(read_json(&config_path)?)
+                .map_err(|e| unsupported(&config_path, e.to_string()))?;
+            let weights = weights_file(&dir, "diffusion_pytorch_model", self.dtype)?;
+            let vb = load_weights(&weights, self.dtype, &self.device)?;
+            (config, vb, config_path)
+        };
         let (want, have) = (self.latent_channels(), config.latent_channels());
         if have != want {
             return Err(unsupported(
@@ -478,9 +483,8 @@ impl Pipeline {
                 ),
             ));
         }
-        let weights = weights_file(&dir, "diffusion_pytorch_model", self.dtype)?;
-        self.vae = Autoencoder::new(&config, load_weights(&weights, self.dtype, &self.device)?)
-            .map_err(|source| PipelineError::Weights { path: weights, source })?;
+        self.vae = Autoencoder::new(&config, weights)
+            .map_err(|source| PipelineError::Weights { path: config_path, source })?;
         if let Ok(mut cache) = self.encoded_images.lock() {
             cache.clear();
         }

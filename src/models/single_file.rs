@@ -21,7 +21,7 @@ use crate::core::{PredictionType, SchedulerConfig};
 
 /// How one diffusers tensor is made from a checkpoint tensor.
 #[derive(Debug, Clone)]
-enum Transform {
+pub(crate) enum Transform {
     /// As stored.
     Same,
     /// A 1x1 convolution kernel used as a linear weight.
@@ -30,18 +30,24 @@ enum Transform {
     Slice { index: usize, parts: usize },
 }
 
-/// A weights backend that serves diffusers names from a memory-mapped LDM checkpoint.
-struct Renamed {
-    file: Arc<MmapedSafetensors>,
-    names: HashMap<String, (String, Transform)>,
+/// A weights backend that serves diffusers names from memory-mapped files under other names (an
+/// LDM checkpoint; the two halves of a raw TAESD).
+pub(crate) struct Renamed {
+    /// The files.
+    pub files: Vec<Arc<MmapedSafetensors>>,
+    /// Diffusers name → (file index, key in it, transform).
+    pub names: HashMap<String, (usize, String, Transform)>,
 }
 
 impl Renamed {
     fn fetch(&self, name: &str, dev: &Device) -> candle_core::Result<Tensor> {
-        let Some((key, transform)) = self.names.get(name) else {
+        let Some((file, key, transform)) = self.names.get(name) else {
             return Err(candle_core::Error::CannotFindTensor { path: name.to_string() }.bt());
         };
-        let t = self.file.load(key, dev)?;
+        let Some(file) = self.files.get(*file) else {
+            return Err(candle_core::Error::CannotFindTensor { path: name.to_string() }.bt());
+        };
+        let t = file.load(key, dev)?;
         match transform {
             Transform::Same => Ok(t),
             Transform::Squeeze => {
@@ -198,7 +204,7 @@ pub(crate) fn unet_name(key: &str, layers: usize) -> Option<String> {
 }
 
 /// The diffusers name of a VAE key (without `first_stage_model.`), and its transform.
-fn vae_name(key: &str, levels: usize) -> Option<(String, Transform)> {
+pub(crate) fn vae_name(key: &str, levels: usize) -> Option<(String, Transform)> {
     let (side, rest) = key.split_once('.')?;
     if side == "quant_conv" || side == "post_quant_conv" {
         return Some((key.to_string(), Transform::Same));
@@ -242,6 +248,32 @@ fn vae_name(key: &str, levels: usize) -> Option<(String, Transform)> {
     Some((format!("{side}.{mapped}"), Transform::Same))
 }
 
+/// The config of an LDM-named `AutoencoderKL` read off its shapes (keys under `prefix`), and its
+/// number of levels.
+pub(crate) fn ldm_vae_config(
+    file: &MmapedSafetensors,
+    keys: &[String],
+    prefix: &str,
+    path: &Path,
+) -> Result<(VaeConfig, usize), PipelineError> {
+    let count = |under: &str| {
+        keys.iter()
+            .filter_map(|k| k.strip_prefix(&format!("{prefix}{under}"))?.split('.').next()?.parse::<usize>().ok())
+            .max()
+            .map_or(0, |m| m + 1)
+    };
+    let levels = count("encoder.down.");
+    let vae = VaeConfig {
+        block_out_channels: (0..levels)
+            .map(|i| dim(file, &format!("{prefix}encoder.down.{i}.block.0.conv1.weight"), 0, path))
+            .collect::<Result<_, _>>()?,
+        layers_per_block: count("encoder.down.0.block."),
+        latent_channels: dim(file, &format!("{prefix}decoder.conv_in.weight"), 1, path)?,
+        ..VaeConfig::default()
+    };
+    Ok((vae, levels))
+}
+
 /// transformers' CLIP names of an OpenCLIP key (without `cond_stage_model.model.`).
 fn open_clip_names(key: &str) -> Vec<(String, Transform)> {
     let one = |name: String| vec![(format!("text_model.{name}"), Transform::Same)];
@@ -279,14 +311,14 @@ fn open_clip_names(key: &str) -> Vec<(String, Transform)> {
     Vec::new()
 }
 
-fn dims(file: &MmapedSafetensors, key: &str, path: &Path) -> Result<Vec<usize>, PipelineError> {
+pub(crate) fn dims(file: &MmapedSafetensors, key: &str, path: &Path) -> Result<Vec<usize>, PipelineError> {
     file.get(key)
         .map(|v| v.shape().to_vec())
         .map_err(|_| unsupported(path, format!("not a Stable Diffusion checkpoint: it has no tensor {key}")))
 }
 
 /// Dimension `index` of tensor `key`, or an error naming the tensor.
-fn dim(file: &MmapedSafetensors, key: &str, index: usize, path: &Path) -> Result<usize, PipelineError> {
+pub(crate) fn dim(file: &MmapedSafetensors, key: &str, index: usize, path: &Path) -> Result<usize, PipelineError> {
     let d = dims(file, key, path)?;
     d.get(index)
         .copied()
@@ -386,28 +418,7 @@ pub fn convert<'a>(path: &Path, dtype: DType, device: &'a Device) -> Result<Conv
     };
 
     const VAE: &str = "first_stage_model.";
-    let vae_levels = keys
-        .iter()
-        .filter_map(|k| {
-            k.strip_prefix(&format!("{VAE}encoder.down."))?.split('.').next()?.parse::<usize>().ok()
-        })
-        .max()
-        .map_or(0, |m| m + 1);
-    let vae_layers = keys
-        .iter()
-        .filter_map(|k| {
-            k.strip_prefix(&format!("{VAE}encoder.down.0.block."))?.split('.').next()?.parse::<usize>().ok()
-        })
-        .max()
-        .map_or(0, |m| m + 1);
-    let vae = VaeConfig {
-        block_out_channels: (0..vae_levels)
-            .map(|i| dim(&file, &format!("{VAE}encoder.down.{i}.block.0.conv1.weight"), 0, path))
-            .collect::<Result<_, _>>()?,
-        layers_per_block: vae_layers,
-        latent_channels: dim(&file, &format!("{VAE}decoder.conv_in.weight"), 1, path)?,
-        ..VaeConfig::default()
-    };
+    let (vae, vae_levels) = ldm_vae_config(&file, &keys, VAE, path)?;
 
     let (text_prefix, token_key) = match generation {
         Generation::Sd1 => {
@@ -469,20 +480,20 @@ pub fn convert<'a>(path: &Path, dtype: DType, device: &'a Device) -> Result<Conv
     for key in &keys {
         if let Some(k) = key.strip_prefix(UNET) {
             if let Some(name) = unet_name(k, layers) {
-                unet_names.insert(name, (key.clone(), Transform::Same));
+                unet_names.insert(name, (0, key.clone(), Transform::Same));
             }
         } else if let Some(k) = key.strip_prefix(VAE) {
             if let Some((name, t)) = vae_name(k, vae_levels) {
-                vae_names.insert(name, (key.clone(), t));
+                vae_names.insert(name, (0, key.clone(), t));
             }
         } else if let Some(k) = key.strip_prefix(text_prefix) {
             match generation {
                 Generation::Sd1 => {
-                    text_names.insert(format!("text_model.{k}"), (key.clone(), Transform::Same));
+                    text_names.insert(format!("text_model.{k}"), (0, key.clone(), Transform::Same));
                 }
                 Generation::Sd2 => {
                     for (name, t) in open_clip_names(k) {
-                        text_names.insert(name, (key.clone(), t));
+                        text_names.insert(name, (0, key.clone(), t));
                     }
                 }
             }
@@ -490,7 +501,7 @@ pub fn convert<'a>(path: &Path, dtype: DType, device: &'a Device) -> Result<Conv
     }
     let file = Arc::new(file);
     let backend = |names| {
-        VarBuilder::from_backend(Box::new(Renamed { file: file.clone(), names }), dtype, device.clone())
+        VarBuilder::from_backend(Box::new(Renamed { files: vec![file.clone()], names }), dtype, device.clone())
     };
     let mut scheduler = SchedulerConfig::stable_diffusion();
     scheduler.class_name = Some("DDIMScheduler".into());
