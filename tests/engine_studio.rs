@@ -97,6 +97,7 @@ fn live_frames_of_a_growing_stroke_arrive_in_painting_order_and_end_with_the_who
         let spec = RenderSpec {
             model: model.clone(),
             loras: Vec::new(),
+            vae: None,
             prompt: "a lake".into(),
             negative: String::new(),
             prompt_to: None,

@@ -53,18 +53,23 @@ fn single_autoencoder_files_render_as_their_folders_do() {
     let latent = common::saved_latent(&here.join(format!("renders/{name}.safetensors")));
     let request = common::case_request(case, SamplerKind::Ddim, latent);
     // madebyollin's raw halves (either one named), and diffusers' own weights file of the folder.
-    for file in ["files/taesd_decoder.safetensors", "files/taesd_encoder.safetensors", "taesd/diffusion_pytorch_model.safetensors"] {
-        let mut pipeline = Pipeline::load(&fixtures().join("tiny_sd/model"), &LoadOptions::default()).unwrap();
+    for file in [
+        "files/taesd_decoder.safetensors",
+        "files/taesd_encoder.safetensors",
+        "taesd/diffusion_pytorch_model.safetensors",
+    ] {
+        let mut pipeline =
+            Pipeline::load(&fixtures().join("tiny_sd/model"), &LoadOptions::default()).unwrap();
         pipeline.swap_vae(&here.join(file)).unwrap();
-        let ours = pipeline.render(&request, &mut |_: &StepView<'_>| ControlFlow::Continue(())).unwrap().unwrap();
+        let ours =
+            pipeline.render(&request, &mut |_: &StepView<'_>| ControlFlow::Continue(())).unwrap().unwrap();
         common::assert_matches_png(file, &ours.rgb, (16, 16), &here.join(format!("renders/{name}.png")));
     }
     // A KL VAE file under LDM or diffusers names, on the single-file model it came from: the
     // model's own pictures (diffusers' `from_single_file` renders).
-    let single: Value = serde_json::from_str(
-        &std::fs::read_to_string(fixtures().join("single_file/cases.json")).unwrap(),
-    )
-    .unwrap();
+    let single: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("single_file/cases.json")).unwrap())
+            .unwrap();
     let case = &single["cases"][0];
     let latent = common::saved_latent(&fixtures().join("single_file/case0.safetensors"));
     let request = Request { size: Some((16, 16)), ..common::case_request(case, SamplerKind::Ddim, latent) };
@@ -72,7 +77,8 @@ fn single_autoencoder_files_render_as_their_folders_do() {
         let model = fixtures().join("single_file/tiny_sd1.safetensors");
         let mut pipeline = Pipeline::load(&model, &LoadOptions::default()).unwrap();
         pipeline.swap_vae(&here.join(file)).unwrap();
-        let ours = pipeline.render(&request, &mut |_: &StepView<'_>| ControlFlow::Continue(())).unwrap().unwrap();
+        let ours =
+            pipeline.render(&request, &mut |_: &StepView<'_>| ControlFlow::Continue(())).unwrap().unwrap();
         common::assert_matches_png(file, &ours.rgb, (16, 16), &fixtures().join("single_file/case0.png"));
     }
 }
@@ -86,7 +92,10 @@ fn an_autoencoder_for_other_latents_a_lonely_taesd_half_or_a_pickle_is_refused_n
     assert!(err.contains("vae/config.json") && err.contains("8 latent channels"), "{err}");
     let builtin_file = builtin.join("vae/diffusion_pytorch_model.safetensors");
     let err = pipeline.swap_vae(&builtin_file).unwrap_err().to_string();
-    assert!(err.contains("diffusion_pytorch_model.safetensors") && err.contains("8 latent channels"), "{err}");
+    assert!(
+        err.contains("diffusion_pytorch_model.safetensors") && err.contains("8 latent channels"),
+        "{err}"
+    );
     let dir = std::env::temp_dir().join(format!("latent-studio-vae-files-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let lonely = dir.join("taesd_decoder.safetensors");
@@ -96,7 +105,10 @@ fn an_autoencoder_for_other_latents_a_lonely_taesd_half_or_a_pickle_is_refused_n
     let pickle = dir.join("taesd_decoder.pth");
     std::fs::write(&pickle, b"not read").unwrap();
     let err = pipeline.swap_vae(&pickle).unwrap_err().to_string();
-    assert!(err.contains("taesd_decoder.pth") && err.contains("pickles") && err.contains("save_file"), "{err}");
+    assert!(
+        err.contains("taesd_decoder.pth") && err.contains("pickles") && err.contains("save_file"),
+        "{err}"
+    );
     let unet = fixtures().join("tiny_sd/model/unet/diffusion_pytorch_model.safetensors");
     let err = pipeline.swap_vae(&unet).unwrap_err().to_string();
     assert!(err.contains("not an autoencoder file"), "{err}");
@@ -105,4 +117,38 @@ fn an_autoencoder_for_other_latents_a_lonely_taesd_half_or_a_pickle_is_refused_n
     std::fs::remove_dir_all(&dir).unwrap();
     // The model still renders with its own autoencoder after the refusals.
     assert_eq!(pipeline.latent_channels(), 4);
+}
+
+#[test]
+fn step_previews_decode_through_a_taesd_and_a_kl_one_is_refused_for_them() {
+    let here = fixtures().join("vae_swap");
+    let mut pipeline = Pipeline::load(&fixtures().join("tiny_sd/model"), &LoadOptions::default()).unwrap();
+    let latent = common::saved_latent(&here.join("renders/taesd_txt2img.safetensors"));
+    assert!(pipeline.decode_preview(&latent).unwrap().is_none(), "no preview decoder yet");
+    pipeline.set_preview_decoder(Some(&here.join("files/taesd_decoder.safetensors"))).unwrap();
+    assert!(pipeline.decodes_previews());
+    let preview = pipeline.decode_preview(&latent).unwrap().unwrap();
+    assert_eq!(preview.dims(), &[1, 3, 16, 16]);
+    // The same picture the TAESD makes as the model's autoencoder (whose pixels match diffusers').
+    let own = pipeline.decode(&latent).unwrap();
+    let mut swapped = Pipeline::load(&fixtures().join("tiny_sd/model"), &LoadOptions::default()).unwrap();
+    swapped.swap_vae(&here.join("taesd")).unwrap();
+    let through_taesd = swapped.decode(&latent).unwrap();
+    let preview: Vec<u8> = (preview.squeeze(0).unwrap().permute((1, 2, 0)).unwrap() * 255.0)
+        .unwrap()
+        .round()
+        .unwrap()
+        .to_dtype(candle_core::DType::U8)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    assert_eq!(preview, through_taesd);
+    assert_ne!(own, through_taesd, "the model's own VAE still makes the pictures");
+    let kl = fixtures().join("vae_swap/files/vae_ldm.safetensors");
+    let err = pipeline.set_preview_decoder(Some(&kl)).unwrap_err().to_string();
+    assert!(err.contains("vae_ldm.safetensors") && err.contains("TAESD"), "{err}");
+    pipeline.set_preview_decoder(None).unwrap();
+    assert!(!pipeline.decodes_previews());
 }

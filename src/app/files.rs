@@ -168,6 +168,21 @@ impl StudioApp {
         }
     }
 
+    pub(super) fn choose_vae(&mut self, node: NodeId, folder: bool) {
+        let path = if folder {
+            rfd::FileDialog::new().pick_folder()
+        } else {
+            rfd::FileDialog::new().add_filter("safetensors", &["safetensors"]).pick_file()
+        };
+        if let Some(path) = path {
+            self.edit_node(node, |n| {
+                if let Node::Model(m) = n {
+                    m.vae = Some(path);
+                }
+            });
+        }
+    }
+
     pub(super) fn choose_lora(&mut self, node: NodeId) {
         let dialog = rfd::FileDialog::new().add_filter("LoRA", &["safetensors"]);
         if let Some(path) = dialog.pick_file() {

@@ -367,8 +367,29 @@ impl StudioApp {
                     if self.settings.preview == super::PreviewMode::Off {
                         continue;
                     }
-                    let (Some(map), Some(latent)) = (map, preview) else { continue };
+                    let Some(latent) = preview else { continue };
                     let Ok((_, c, h, w)) = latent.dims4() else { continue };
+                    if c == 3 {
+                        // A picture the model's TAESD decoded, in [0, 1].
+                        let rgb = (|| {
+                            (latent.squeeze(0)?.permute((1, 2, 0))? * 255.0)?
+                                .round()?
+                                .clamp(0f32, 255f32)?
+                                .to_dtype(candle_core::DType::U8)?
+                                .flatten_all()?
+                                .to_vec1::<u8>()
+                        })();
+                        if let Ok(rgb) = rgb {
+                            let image = egui::ColorImage::from_rgb([w, h], &rgb);
+                            let texture =
+                                ctx.load_texture(format!("preview:{o}"), image, egui::TextureOptions::LINEAR);
+                            let state = self.outputs.entry(o).or_default();
+                            state.preview = Some(texture);
+                            state.preview_latent = None;
+                        }
+                        continue;
+                    }
+                    let Some(map) = map else { continue };
                     if self.gpu_preview {
                         let values =
                             latent.to_dtype(candle_core::DType::F32).and_then(|l| l.flatten_all()?.to_vec1());

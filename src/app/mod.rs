@@ -571,6 +571,7 @@ impl StudioApp {
         let mut choose_model = None;
         let mut choose_image = false;
         let mut choose_lora = false;
+        let mut choose_vae = None;
         let mut preset = None;
         let mut load_base = false;
         if let Node::Canvas(canvas) = node {
@@ -589,10 +590,14 @@ impl StudioApp {
             choose_model = out.choose_model;
             choose_image = out.choose_image;
             choose_lora = out.choose_lora;
+            choose_vae = out.choose_vae;
             preset = out.preset;
         }
         if choose_lora {
             self.choose_lora(id);
+        }
+        if let Some(folder) = choose_vae {
+            self.choose_vae(id, folder);
         }
         if let Some(preset) = preset {
             self.apply_preset(id, preset);

@@ -434,6 +434,7 @@ fn live_figures(model: &std::path::Path) -> anyhow::Result<()> {
     let spec = |canvas: Canvas| RenderSpec {
         model: source.clone(),
         loras: Vec::new(),
+        vae: None,
         prompt: "sunset over snowy mountains with a lake".into(),
         negative: String::new(),
         prompt_to: None,

@@ -68,7 +68,9 @@ pub enum Finished {
 pub enum EventKind {
     /// The job started running.
     Started,
-    /// A step finished: `step` of `total`, with the predicted clean latent for a live preview.
+    /// A step finished: `step` of `total`, with the predicted clean latent for a live preview
+    /// (or, where the model decodes previews through a TAESD, that picture: `[1, 3, H, W]` in
+    /// [0, 1]).
     Progress {
         /// Steps done.
         step: usize,

@@ -57,6 +57,15 @@ impl ModelSource {
     }
 }
 
+/// An autoencoder in place of the model's own: a TAESD also decodes the step previews.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct VaeSpec {
+    /// Its folder or file (what `--vae` takes).
+    pub path: PathBuf,
+    /// Whether it also encodes and decodes the pictures (else only previews, which needs a TAESD).
+    pub finals: bool,
+}
+
 /// A LoRA file merged into the model, with its strength.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LoraSpec {
@@ -155,6 +164,9 @@ pub struct RenderSpec {
     /// LoRA files merged into it (older specs have none).
     #[serde(default)]
     pub loras: Vec<LoraSpec>,
+    /// An autoencoder in place of the model's (older specs have none).
+    #[serde(default)]
+    pub vae: Option<VaeSpec>,
     /// Prompt.
     pub prompt: String,
     /// Negative prompt.

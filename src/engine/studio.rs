@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use candle_core::Tensor;
 
 use super::protocol::{Finished, OutputKey, Work};
-use super::spec::{self, ImageSpec, LoraSpec, NoiseSpec, RenderSpec, SpecError};
+use super::spec::{self, ImageSpec, LoraSpec, NoiseSpec, RenderSpec, SpecError, VaeSpec};
 use super::{Backend, StepHook};
 use crate::cache::LruCache;
 use crate::core::{Guidance, StepView};
@@ -56,7 +56,8 @@ pub const INVERSION_CACHE_BYTES: usize = 64 << 20;
 
 /// Runs studio jobs with the loaded pipeline.
 pub struct StudioBackend {
-    pipeline: Option<(PathBuf, Pipeline)>,
+    /// The loaded model: its path, the autoencoder put in place of its own, the pipeline.
+    pipeline: Option<(PathBuf, Option<VaeSpec>, Pipeline)>,
     inversions: LruCache<String, Tensor>,
     /// LoRA files read, with the modification time they were read at (a file saved again is
     /// read again).
@@ -70,14 +71,30 @@ impl Default for StudioBackend {
 }
 
 impl StudioBackend {
-    /// Loads `path` unless it is the loaded model; returns it.
-    fn load(&mut self, path: &PathBuf, options: &LoadOptions) -> Result<&Pipeline, String> {
-        if self.pipeline.as_ref().is_none_or(|(loaded, _)| loaded != path) {
+    /// Loads `path` with `vae` in place of its autoencoder unless that is what is loaded; returns
+    /// it. A TAESD decodes the step previews; one only for previews leaves the model's own for
+    /// the pictures.
+    fn load(
+        &mut self,
+        path: &PathBuf,
+        vae: Option<&VaeSpec>,
+        options: &LoadOptions,
+    ) -> Result<&Pipeline, String> {
+        if self.pipeline.as_ref().is_none_or(|(loaded, v, _)| loaded != path || v.as_ref() != vae) {
             self.pipeline = None;
-            let pipeline = Pipeline::load(path, options).map_err(|e| e.to_string())?;
-            self.pipeline = Some((path.clone(), pipeline));
+            let mut pipeline = Pipeline::load(path, options).map_err(|e| e.to_string())?;
+            if let Some(v) = vae {
+                if v.finals {
+                    pipeline.swap_vae(&v.path).map_err(|e| e.to_string())?;
+                    // A TAESD making the pictures makes the previews too; a KL one does not.
+                    let _ = pipeline.set_preview_decoder(Some(&v.path));
+                } else {
+                    pipeline.set_preview_decoder(Some(&v.path)).map_err(|e| e.to_string())?;
+                }
+            }
+            self.pipeline = Some((path.clone(), vae.cloned(), pipeline));
         }
-        self.pipeline.as_ref().map(|(_, p)| p).ok_or_else(|| "no model is loaded".into())
+        self.pipeline.as_ref().map(|(_, _, p)| p).ok_or_else(|| "no model is loaded".into())
     }
 
     /// The LoRA file at `path`, read once (again when it changed on disk).
@@ -100,7 +117,7 @@ impl StudioBackend {
             .iter()
             .map(|l| Ok((self.lora_file(&l.path)?, l.strength)))
             .collect::<Result<Vec<_>, String>>()?;
-        let Some((_, pipeline)) = &mut self.pipeline else { return Err("no model is loaded".into()) };
+        let Some((_, _, pipeline)) = &mut self.pipeline else { return Err("no model is loaded".into()) };
         let reports = pipeline.set_loras(&files).map_err(|e| e.to_string())?;
         Ok(reports
             .into_iter()
@@ -123,9 +140,9 @@ impl StudioBackend {
         step: &mut StepHook<'_>,
     ) -> Result<Option<Finished>, String> {
         let path = spec.model.path();
-        self.load(&path, &LoadOptions::default())?;
-        let notes = self.apply_loras(&spec.loras)?;
-        let Some((_, pipeline)) = &self.pipeline else { return Err("no model is loaded".into()) };
+        self.load(&path, spec.vae.as_ref(), &LoadOptions::default())?;
+        let mut notes = self.apply_loras(&spec.loras)?;
+        let Some((_, _, pipeline)) = &self.pipeline else { return Err("no model is loaded".into()) };
         let text = |e: SpecError| e.to_string();
         let mut request = spec::request(spec, pipeline).map_err(text)?;
         // Inverted latents depend on the LoRAs too.
@@ -134,9 +151,13 @@ impl StudioBackend {
             return Ok(None);
         };
         request.init_latent = noise;
-        let mut callback = |v: &StepView<'_>| step(v.index + 1, v.total, Some(v.denoised));
+        let mut callback = |v: &StepView<'_>| match pipeline.decode_preview(v.denoised) {
+            Ok(Some(picture)) => step(v.index + 1, v.total, Some(&picture)),
+            _ => step(v.index + 1, v.total, Some(v.denoised)),
+        };
         let rendered = pipeline.render(&request, &mut callback).map_err(|e| e.to_string())?;
         Ok(rendered.map(|r| {
+            notes.extend(r.notes);
             // The steps and guidance the render used (a distilled model's guidance is clamped).
             let used = RenderSpec { guidance: request.guidance.scale, ..spec.clone() };
             let parameters = used.a1111_parameters(request.steps, (r.width, r.height));
@@ -155,7 +176,7 @@ impl StudioBackend {
     /// Sets the byte budget of the caches (text conditionings and inverted latents).
     pub fn set_cache_budget(&mut self, bytes: usize) {
         self.inversions.set_budget(bytes / 2);
-        if let Some((_, p)) = &self.pipeline {
+        if let Some((_, _, p)) = &self.pipeline {
             p.set_cache_budget(bytes / 2);
         }
     }
@@ -230,13 +251,13 @@ impl Backend for StudioBackend {
     fn run(&mut self, work: &StudioJob, step: &mut StepHook<'_>) -> Result<Option<Finished>, String> {
         match &work.task {
             Task::LoadModel { path, options } => {
-                let pipeline = self.load(path, options)?;
+                let pipeline = self.load(path, None, options)?;
                 let preview = LatentRgbMap::for_pipeline(pipeline).map_err(|e| e.to_string())?;
                 let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
                 Ok(Some(Finished::ModelLoaded { name, preview }))
             }
             Task::Render(request) => {
-                let Some((_, pipeline)) = &self.pipeline else {
+                let Some((_, _, pipeline)) = &self.pipeline else {
                     return Err("no model is loaded".into());
                 };
                 let mut callback = |v: &StepView<'_>| step(v.index + 1, v.total, Some(v.denoised));

@@ -3,7 +3,7 @@
 
 use super::node::{Node, SamplerNode, Sigmas, Spacing};
 use super::{Graph, NodeId, PinRef};
-use crate::engine::spec::{ImageSpec, InitSpec, LoraSpec, ModelSource, NoiseSpec, RenderSpec};
+use crate::engine::spec::{ImageSpec, InitSpec, LoraSpec, ModelSource, NoiseSpec, RenderSpec, VaeSpec};
 
 /// A problem that keeps an output from rendering, naming the node.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -56,10 +56,11 @@ pub fn plans(graph: &Graph) -> Vec<(NodeId, Result<Plan, EvalError>)> {
         .collect()
 }
 
-/// A model with the LoRAs merged into it, nearest the checkpoint first.
+/// A model with the LoRAs merged into it, nearest the checkpoint first, and its autoencoder.
 struct Model {
     source: ModelSource,
     loras: Vec<LoraSpec>,
+    vae: Option<VaeSpec>,
 }
 
 struct Evaluator<'a> {
@@ -127,6 +128,7 @@ impl Evaluator<'_> {
         let mut spec = RenderSpec {
             model: model.source,
             loras: model.loras,
+            vae: model.vae,
             prompt,
             negative,
             prompt_to: None,
@@ -194,7 +196,8 @@ impl Evaluator<'_> {
             match self.input(at, 0)? {
                 Some((_, _, Node::Model(model))) => {
                     loras.reverse();
-                    return Ok(Model { source: model.source.clone(), loras });
+                    let vae = model.vae.clone().map(|path| VaeSpec { path, finals: model.vae_finals });
+                    return Ok(Model { source: model.source.clone(), loras, vae });
                 }
                 Some((lora_id, _, Node::Lora(lora))) => {
                     let Some(path) = &lora.path else {

@@ -72,11 +72,22 @@ pub const MAX_GUIDANCE: f64 = 100.0;
 pub const MAX_FRAMES: usize = 64;
 
 /// Model node: which checkpoint to run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ModelNode {
     /// Built-in, or a folder or file.
     pub source: ModelSource,
+    /// An autoencoder in place of the model's (`--vae`): a folder or file. A TAESD decodes the
+    /// step previews too.
+    pub vae: Option<PathBuf>,
+    /// Whether that autoencoder also makes the pictures, not only the previews.
+    pub vae_finals: bool,
+}
+
+impl Default for ModelNode {
+    fn default() -> Self {
+        Self { source: ModelSource::default(), vae: None, vae_finals: true }
+    }
 }
 
 /// The largest LoRA strength a graph may hold, either sign.

@@ -226,6 +226,8 @@ pub struct Pipeline {
     base: BaseWeights,
     /// The LoRAs merged now (file, strength bits) and their reports.
     loras: (Vec<(PathBuf, u64)>, Vec<LoraReport>),
+    /// A TAESD that decodes step previews, apart from the autoencoder of the finals.
+    preview_decoder: Option<Autoencoder>,
     dtype: DType,
     device: Device,
 }
@@ -439,6 +441,7 @@ impl Pipeline {
             encoded_images,
             base: BaseWeights { unet: unet_weights, text: text_weights, text_patched: false },
             loras: Default::default(),
+            preview_decoder: None,
             dtype,
             device,
         })
@@ -450,6 +453,47 @@ impl Pipeline {
     /// factor applies (TAESD's 1.0: it reads the UNet's latents directly). Encoded pictures
     /// cached with the old one are dropped.
     pub fn swap_vae(&mut self, path: &Path) -> Result<(), PipelineError> {
+        self.vae = self.read_autoencoder(path)?;
+        if let Ok(mut cache) = self.encoded_images.lock() {
+            cache.clear();
+        }
+        Ok(())
+    }
+
+    /// Decodes step previews through the TAESD (`AutoencoderTiny`) at `path` (folder or file),
+    /// instead of the linear latent-to-RGB map; `None` goes back to the map. The autoencoder that
+    /// encodes and decodes finals stays.
+    pub fn set_preview_decoder(&mut self, path: Option<&Path>) -> Result<(), PipelineError> {
+        self.preview_decoder =
+            match path {
+                None => None,
+                Some(path) => match self.read_autoencoder(path)? {
+                    tiny @ Autoencoder::Tiny(_) => Some(tiny),
+                    Autoencoder::Kl(_) => return Err(unsupported(
+                        path,
+                        "step previews decode through a TAESD (AutoencoderTiny); this is an AutoencoderKL: \
+                         use it for the final pictures",
+                    )),
+                },
+            };
+        Ok(())
+    }
+
+    /// Whether step previews decode through a TAESD.
+    pub fn decodes_previews(&self) -> bool {
+        self.preview_decoder.is_some()
+    }
+
+    /// A step's predicted latent decoded by the preview TAESD: `[1, 3, H, W]` in [0, 1] on the
+    /// CPU, or `None` without one.
+    pub fn decode_preview(&self, latent: &Tensor) -> Result<Option<Tensor>, PipelineError> {
+        let Some(decoder) = &self.preview_decoder else { return Ok(None) };
+        let image = decoder.decode_scaled(latent)?.to_dtype(DType::F32)?.to_device(&Device::Cpu)?;
+        Ok(Some(((image + 1.0)? / 2.0)?.clamp(0f32, 1f32)?))
+    }
+
+    /// The autoencoder at `path`, checked to fit the UNet.
+    fn read_autoencoder(&self, path: &Path) -> Result<Autoencoder, PipelineError> {
         if !path.exists() {
             let source = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or folder");
             return Err(PipelineError::Io { path: path.into(), source });
@@ -483,12 +527,8 @@ impl Pipeline {
                 ),
             ));
         }
-        self.vae = Autoencoder::new(&config, weights)
-            .map_err(|source| PipelineError::Weights { path: config_path, source })?;
-        if let Ok(mut cache) = self.encoded_images.lock() {
-            cache.clear();
-        }
-        Ok(())
+        Autoencoder::new(&config, weights)
+            .map_err(|source| PipelineError::Weights { path: config_path, source })
     }
 
     /// Loads a single-file LDM checkpoint with the shipped CLIP vocabulary.
@@ -528,6 +568,7 @@ impl Pipeline {
             encoded_images: Mutex::new(LruCache::new(CONDITIONING_CACHE_BYTES)),
             base: BaseWeights { unet: unet_weights, text: text_weights, text_patched: false },
             loras: Default::default(),
+            preview_decoder: None,
             device: options.device.clone(),
         })
     }

@@ -258,7 +258,9 @@ pub(crate) fn ldm_vae_config(
 ) -> Result<(VaeConfig, usize), PipelineError> {
     let count = |under: &str| {
         keys.iter()
-            .filter_map(|k| k.strip_prefix(&format!("{prefix}{under}"))?.split('.').next()?.parse::<usize>().ok())
+            .filter_map(|k| {
+                k.strip_prefix(&format!("{prefix}{under}"))?.split('.').next()?.parse::<usize>().ok()
+            })
             .max()
             .map_or(0, |m| m + 1)
     };
@@ -318,7 +320,12 @@ pub(crate) fn dims(file: &MmapedSafetensors, key: &str, path: &Path) -> Result<V
 }
 
 /// Dimension `index` of tensor `key`, or an error naming the tensor.
-pub(crate) fn dim(file: &MmapedSafetensors, key: &str, index: usize, path: &Path) -> Result<usize, PipelineError> {
+pub(crate) fn dim(
+    file: &MmapedSafetensors,
+    key: &str,
+    index: usize,
+    path: &Path,
+) -> Result<usize, PipelineError> {
     let d = dims(file, key, path)?;
     d.get(index)
         .copied()
@@ -501,7 +508,11 @@ pub fn convert<'a>(path: &Path, dtype: DType, device: &'a Device) -> Result<Conv
     }
     let file = Arc::new(file);
     let backend = |names| {
-        VarBuilder::from_backend(Box::new(Renamed { files: vec![file.clone()], names }), dtype, device.clone())
+        VarBuilder::from_backend(
+            Box::new(Renamed { files: vec![file.clone()], names }),
+            dtype,
+            device.clone(),
+        )
     };
     let mut scheduler = SchedulerConfig::stable_diffusion();
     scheduler.class_name = Some("DDIMScheduler".into());

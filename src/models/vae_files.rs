@@ -33,7 +33,11 @@ fn open(path: &Path) -> Result<(Arc<MmapedSafetensors>, Vec<String>), PipelineEr
 }
 
 /// The config and weights of the autoencoder in the file `path`.
-pub fn load(path: &Path, dtype: DType, device: &Device) -> Result<(AutoencoderConfig, VarBuilder<'static>), PipelineError> {
+pub fn load(
+    path: &Path,
+    dtype: DType,
+    device: &Device,
+) -> Result<(AutoencoderConfig, VarBuilder<'static>), PipelineError> {
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
     if ext != "safetensors" {
         return Err(unsupported(
@@ -45,14 +49,17 @@ pub fn load(path: &Path, dtype: DType, device: &Device) -> Result<(AutoencoderCo
     }
     let (file, keys) = open(path)?;
     let has = |prefix: &str| keys.iter().any(|k| k.starts_with(prefix));
-    let renamed = |files, names| VarBuilder::from_backend(Box::new(Renamed { files, names }), dtype, device.clone());
+    let renamed =
+        |files, names| VarBuilder::from_backend(Box::new(Renamed { files, names }), dtype, device.clone());
     if has("encoder.layers.") || has("decoder.layers.") {
         let shapes = shapes(&file, &keys, path)?;
         let config = tiny_config(&shapes, path)?;
         let names = keys.iter().map(|k| (k.clone(), (0, k.clone(), Transform::Same))).collect();
         return Ok((AutoencoderConfig::Tiny(config), renamed(vec![file], names)));
     }
-    if keys.iter().all(|k| k.split('.').next().is_some_and(|i| i.parse::<usize>().is_ok())) && !keys.is_empty() {
+    if keys.iter().all(|k| k.split('.').next().is_some_and(|i| i.parse::<usize>().is_ok()))
+        && !keys.is_empty()
+    {
         return raw_taesd(path, file, &keys, dtype, device);
     }
     for prefix in ["", "first_stage_model."] {
@@ -94,7 +101,11 @@ pub fn load(path: &Path, dtype: DType, device: &Device) -> Result<(AutoencoderCo
 }
 
 /// Shapes by name.
-fn shapes(file: &MmapedSafetensors, keys: &[String], path: &Path) -> Result<HashMap<String, Vec<usize>>, PipelineError> {
+fn shapes(
+    file: &MmapedSafetensors,
+    keys: &[String],
+    path: &Path,
+) -> Result<HashMap<String, Vec<usize>>, PipelineError> {
     keys.iter().map(|k| Ok((k.clone(), dims(file, k, path)?))).collect()
 }
 
@@ -136,7 +147,8 @@ fn tiny_config(shapes: &HashMap<String, Vec<usize>>, path: &Path) -> Result<Tiny
     let decoder = layers(shapes, "decoder", path)?;
     // Encoder: per level a convolution (stride 2 after the first) and its blocks; then the
     // convolution to the latent.
-    let (Some(Kind::Conv(image_in, _)), Some(Kind::Conv(_, latent))) = (encoder.first().copied(), encoder.last().copied())
+    let (Some(Kind::Conv(image_in, _)), Some(Kind::Conv(_, latent))) =
+        (encoder.first().copied(), encoder.last().copied())
     else {
         return Err(bad("its encoder does not start and end with a convolution"));
     };
@@ -147,7 +159,9 @@ fn tiny_config(shapes: &HashMap<String, Vec<usize>>, path: &Path) -> Result<Tiny
                 enc_widths.push(*o);
                 enc_blocks.push(0);
             }
-            Kind::Block(_) => *enc_blocks.last_mut().ok_or_else(|| bad("a block before the first convolution"))? += 1,
+            Kind::Block(_) => {
+                *enc_blocks.last_mut().ok_or_else(|| bad("a block before the first convolution"))? += 1
+            }
             Kind::Plain => return Err(bad("a layer without weights in its encoder")),
         }
     }
@@ -212,7 +226,11 @@ fn raw_taesd(
         )
     })?;
     let (other_file, other_keys) = open(&other)?;
-    let (enc, dec) = if is_decoder { ((other_file, other_keys), (file, keys.to_vec())) } else { ((file, keys.to_vec()), (other_file, other_keys)) };
+    let (enc, dec) = if is_decoder {
+        ((other_file, other_keys), (file, keys.to_vec()))
+    } else {
+        ((file, keys.to_vec()), (other_file, other_keys))
+    };
     let mut names = HashMap::new();
     let mut shapes = HashMap::new();
     for (index, (half, (f, ks))) in [("encoder", &enc), ("decoder", &dec)].into_iter().enumerate() {

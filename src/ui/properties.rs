@@ -18,6 +18,8 @@ pub struct PropertiesOutput {
     pub choose_image: bool,
     /// Open a native dialog to choose a LoRA file.
     pub choose_lora: bool,
+    /// Open a native dialog to choose an autoencoder folder (true) or file (false).
+    pub choose_vae: Option<bool>,
     /// Apply a few-step model's preset to the Sampler node and its schedule.
     pub preset: Option<Preset>,
 }
@@ -51,6 +53,37 @@ pub fn properties_ui(ui: &mut Ui, node: &mut Node, notes: &[String]) -> Properti
                     out.choose_model = Some(false);
                 }
             });
+            let vae = m.vae.as_ref().map_or("the model's own".into(), |p| p.display().to_string());
+            ui.label(format!("VAE: {vae}"));
+            ui.horizontal(|ui| {
+                if ui
+                    .button("VAE file…")
+                    .on_hover_text(
+                        "TAESD halves (taesd_decoder.safetensors), an AutoencoderKL or LDM VAE file",
+                    )
+                    .clicked()
+                {
+                    out.choose_vae = Some(false);
+                }
+                if ui
+                    .button("VAE folder…")
+                    .on_hover_text("A diffusers AutoencoderKL or AutoencoderTiny folder")
+                    .clicked()
+                {
+                    out.choose_vae = Some(true);
+                }
+                if m.vae.is_some()
+                    && ui.button("Own VAE").on_hover_text("Back to the model's autoencoder").clicked()
+                {
+                    m.vae = None;
+                }
+            });
+            if m.vae.is_some() {
+                ui.checkbox(&mut m.vae_finals, "Also for the pictures").on_hover_text(
+                    "On: it encodes and decodes the pictures (a TAESD also draws the step previews). \
+                     Off: only the step previews (needs a TAESD); the model's own VAE makes the pictures",
+                );
+            }
         }
         Node::Prompt(p) => {
             ui.label("Prompt");
