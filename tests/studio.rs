@@ -356,6 +356,13 @@ fn in_live_mode_pictures_arrive_while_a_stroke_is_painted_each_from_the_partial_
             && shown_key(app).and_then(|k| serde_json::from_str::<RenderSpec>(&k).ok()).map(|s| s.model)
                 == Some(ModelSource::BuiltinLive)
     });
+    paint_live_stroke(&mut h);
+}
+
+/// Paints a stroke across the canvas in Live mode, move by move, and checks that a frame of the
+/// partial stroke arrives after each move (in order, the stroke not yet in the graph) and the
+/// finished stroke's picture after the release.
+fn paint_live_stroke(h: &mut Harness<'_, StudioApp>) {
     let strokes_before = painted_points(&shown_key(h.state()).unwrap_or_default()).map_or(0, |p| p.0);
     let rect = h.get_by_label("SDEdit canvas").rect();
     let (from, to) =
@@ -372,7 +379,7 @@ fn in_live_mode_pictures_arrive_while_a_stroke_is_painted_each_from_the_partial_
         h.step();
         // Each move adds a point: wait for the frame of the stroke with it.
         let last = seen.last().copied().unwrap_or(0);
-        wait(&mut h, "a live frame of the partial stroke", |app| {
+        wait(h, "a live frame of the partial stroke", |app| {
             shown_key(app)
                 .and_then(|k| painted_points(&k))
                 .is_some_and(|(n, p)| n == strokes_before + 1 && p > last)
@@ -395,8 +402,45 @@ fn in_live_mode_pictures_arrive_while_a_stroke_is_painted_each_from_the_partial_
     assert!(h.state().live_fps().is_some(), "the fps readout has frames to count");
     h.input_mut().events.push(button(to, false));
     h.step();
-    wait(&mut h, "the final picture of the finished stroke", |app| {
+    wait(h, "the final picture of the finished stroke", |app| {
         settled(app)
             && shown_key(app).and_then(|k| painted_points(&k)).map(|p| p.0) == Some(strokes_before + 1)
     });
+}
+
+#[test]
+fn live_mode_runs_a_users_own_lcm_model_with_its_sampler() {
+    use latent_studio::core::SamplerKind;
+    use latent_studio::engine::spec::{ModelSource, RenderSpec};
+    let dir = data_dir("live-lcm");
+    let mut h = harness(&dir);
+    wait(&mut h, "the first picture", settled);
+    let lcm = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny_lcm/model");
+    let source = ModelSource::Path(lcm);
+    let model = source.clone();
+    h.state_mut().edit_node_where(
+        |n| matches!(n, Node::Model(_)),
+        move |n| {
+            if let Node::Model(m) = n {
+                m.source = model;
+            }
+        },
+    );
+    h.state_mut().edit_node_where(
+        |n| matches!(n, Node::Sampler(_)),
+        |n| {
+            if let Node::Sampler(s) = n {
+                s.algorithm = SamplerKind::Lcm;
+            }
+        },
+    );
+    h.state_mut().toggle_live();
+    wait(&mut h, "a picture of the user's model in Live mode", |app| {
+        settled(app)
+            && shown_key(app)
+                .and_then(|k| serde_json::from_str::<RenderSpec>(&k).ok())
+                .map(|s| (s.model, s.sampler))
+                == Some((source.clone(), SamplerKind::Lcm))
+    });
+    paint_live_stroke(&mut h);
 }

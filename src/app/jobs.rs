@@ -403,7 +403,10 @@ impl StudioApp {
                         self.outputs.entry(o).or_default().preview = Some(texture);
                     }
                 }
-                EventKind::Done { result, .. } => {
+                EventKind::Done { result, elapsed } => {
+                    if matches!(target, Target::Output(_) | Target::Live(_)) {
+                        self.last_render_secs = Some(elapsed.as_secs_f64());
+                    }
                     let meta = self.jobs.remove(&event.job);
                     self.finished(target, key, result, meta.map(|m| m.graph), event.job);
                 }

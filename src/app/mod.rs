@@ -184,6 +184,8 @@ pub struct StudioApp {
     live_submitted: HashMap<NodeId, String>,
     /// When Live frames arrived over the last second (the fps readout).
     live_frames: std::collections::VecDeque<Instant>,
+    /// How long the last picture took: what Live can expect of the model before frames arrive.
+    last_render_secs: Option<f64>,
 }
 
 impl StudioApp {
@@ -254,6 +256,7 @@ impl StudioApp {
             replan: true,
             live_submitted: HashMap::new(),
             live_frames: std::collections::VecDeque::new(),
+            last_render_secs: None,
         };
         for p in problems {
             app.error(p);
@@ -670,9 +673,8 @@ impl StudioApp {
                     ui.close();
                 }
             });
-            let live = ui
-                .selectable_label(self.settings.live, self.live_label())
-                .on_hover_text("Live mode (Ctrl+L): the picture follows the brush, drawn by the built-in model's few-step student");
+            let live =
+                ui.selectable_label(self.settings.live, self.live_label()).on_hover_text(self.live_hint());
             if live.clicked() {
                 self.toggle_live();
             }
@@ -950,13 +952,31 @@ impl StudioApp {
         self.dropped_file_modal(ctx);
     }
 
-    /// The Live toggle's text: with the frame rate while frames arrive.
+    /// The Live toggle's text: the frame rate while frames arrive, else what the last picture's
+    /// time lets the user expect.
     fn live_label(&self) -> String {
-        match (self.settings.live, self.live_fps()) {
-            (true, Some(fps)) => format!("Live {fps:.0} fps"),
-            (true, None) => "Live (idle)".into(),
-            (false, _) => "Live".into(),
+        match (self.settings.live, self.live_fps(), self.last_render_secs) {
+            (true, Some(fps), _) => format!("Live {fps:.0} fps"),
+            (true, None, Some(secs)) => format!("Live (idle, ≈{} fps)", expected_fps(secs)),
+            (true, None, None) => "Live (idle)".into(),
+            (false, _, _) => "Live".into(),
         }
+    }
+
+    /// The Live toggle's tooltip: what it does, and what to do when the model is too slow for it.
+    fn live_hint(&self) -> String {
+        let mut hint =
+            "Live mode (Ctrl+L): the picture follows the brush; the built-in model paints with its \
+                        few-step student, other models as their Sampler node says"
+                .to_string();
+        if let Some(secs) = self.last_render_secs.filter(|s| *s > 0.25) {
+            hint.push_str(&format!(
+                ". The last picture took {secs:.1} s (≈{} frames/s): for live painting use an LCM or Turbo model, an \
+                 LCM-LoRA with the LCM preset, few steps, and a TAESD as the Model node's VAE",
+                expected_fps(secs)
+            ));
+        }
+        hint
     }
 
     /// Turns Live mode on or off and re-renders every Output the new way.
@@ -1081,4 +1101,14 @@ pub fn run(options: Options) -> anyhow::Result<()> {
     };
     eframe::run_native("Latent Studio", native, Box::new(start))
         .map_err(|e| anyhow::anyhow!("the window could not open: {e}"))
+}
+
+/// Frames per second a render time allows, for reading: whole numbers from 1, one decimal below.
+fn expected_fps(secs: f64) -> String {
+    let fps = 1.0 / secs.max(1e-3);
+    if fps >= 1.0 {
+        format!("{fps:.0}")
+    } else {
+        format!("{fps:.1}")
+    }
 }
