@@ -154,12 +154,7 @@ impl StudioApp {
     }
 
     pub(super) fn choose_model(&mut self, node: NodeId, folder: bool) {
-        let path = if folder {
-            rfd::FileDialog::new().pick_folder()
-        } else {
-            rfd::FileDialog::new().add_filter("safetensors", &["safetensors"]).pick_file()
-        };
-        if let Some(path) = path {
+        if let Some(path) = pick_folder_or_safetensors(folder) {
             self.edit_node(node, |n| {
                 if let Node::Model(m) = n {
                     m.source = ModelSource::Path(path);
@@ -169,12 +164,7 @@ impl StudioApp {
     }
 
     pub(super) fn choose_vae(&mut self, node: NodeId, folder: bool) {
-        let path = if folder {
-            rfd::FileDialog::new().pick_folder()
-        } else {
-            rfd::FileDialog::new().add_filter("safetensors", &["safetensors"]).pick_file()
-        };
-        if let Some(path) = path {
+        if let Some(path) = pick_folder_or_safetensors(folder) {
             self.edit_node(node, |n| {
                 if let Node::Model(m) = n {
                     m.vae = Some(path);
@@ -373,6 +363,15 @@ pub(super) enum Reading {
     Lora,
     /// A dropped `.safetensors` file that is no LoRA: the Model node's checkpoint.
     Checkpoint,
+}
+
+/// A native dialog for a folder, or for a `.safetensors` file.
+fn pick_folder_or_safetensors(folder: bool) -> Option<PathBuf> {
+    if folder {
+        rfd::FileDialog::new().pick_folder()
+    } else {
+        rfd::FileDialog::new().add_filter("safetensors", &["safetensors"]).pick_file()
+    }
 }
 
 fn read_picture(path: &Path) -> Result<Reading, String> {
