@@ -145,6 +145,35 @@ def unet_eval(unet, batch, side, tokens, width):
     return lambda: unet(x, t, encoder_hidden_states=ctx).sample
 
 
+SD21_UNET = {"cross_attention_dim": 1024, "attention_head_dim": [5, 10, 20, 20], "use_linear_projection": True}
+
+
+def fast_models(sd15_unet):
+    """The 512x512 figures of users' fast models, as `src/cli/bench_fast_models.rs` runs them:
+    an LCM-LoRA-shaped 4-step render (a merged LoRA costs what the base does) and an
+    SD-Turbo-shaped 1-step SDEdit frame through TAESD."""
+    vae = zeroed(AutoencoderKL.from_config(SD15_VAE))
+    sd21 = zeroed(UNet2DConditionModel(**SD21_UNET))
+    taesd = zeroed(AutoencoderTiny())
+    t = torch.full((1,), 500.0)
+    latent = torch.zeros(1, 4, 64, 64)
+    ctx15, ctx21 = torch.zeros(1, 77, 768), torch.zeros(1, 77, 1024)
+    picture = torch.zeros(1, 3, 512, 512)
+
+    def lcm_lora_render():
+        x = latent
+        for _ in range(4):
+            x = sd15_unet(x, t, encoder_hidden_states=ctx15).sample
+        return vae.decode(x).sample
+
+    def turbo_frame():
+        z = taesd.encode(picture).latents
+        x = sd21(z, t, encoder_hidden_states=ctx21).sample
+        return taesd.decode(x).sample
+
+    return lcm_lora_render, turbo_frame
+
+
 def flops_of(fn):
     """GFLOP of one call by PyTorch's own counter (an independent check of ours)."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -269,6 +298,7 @@ def main():
     side = builtin_latent_side()
     latent = torch.zeros(1, vae.latent_channels, side, side)
     identity = lambda x, t, ctx: x  # noqa: E731 - the network replaced by a pass-through
+    lcm_lora_render, turbo_frame = fast_models(sd15_unet)
 
     figures = [
         # (our figure, our --only, PyTorch's callable, repeat, FLOP check)
@@ -279,6 +309,9 @@ def main():
         ("sd15_vae_decode_256", "sd15_vae_decode_256",
          (lambda vae=zeroed(AutoencoderKL.from_config(SD15_VAE)): vae.decode(torch.zeros(1, 4, 32, 32))),
          min(args.repeat, 3), False),
+        ("sd15_unet_eval_512", "sd15_unet_eval_512", unet_eval(sd15_unet, 1, 64, 77, 768), min(args.repeat, 3), False),
+        ("lcm_lora_render_512", "lcm_lora_render_512", lcm_lora_render, min(args.repeat, 2), False),
+        ("turbo_sdedit_frame_512", "turbo_sdedit_frame_512", turbo_frame, min(args.repeat, 3), False),
         ("builtin_render_20_steps", "builtin_render", pipe.render, args.repeat, False),
         ("builtin_sdedit_0.5", "builtin_sdedit", lambda: pipe.render(picture, 0.5), args.repeat, False),
         ("live_frame", "live_frame", lambda: live.frame(picture), args.repeat, False),

@@ -76,6 +76,9 @@ fn lora_renders_match_diffusers_pixels() {
     assert_eq!(render(&pipeline, none_case), rendered["none"]);
 }
 
+/// Named tensors of a file to write.
+type Tensors<'a> = Vec<(&'a str, Tensor)>;
+
 fn write(dir: &Path, name: &str, tensors: &[(&str, Tensor)]) -> PathBuf {
     let path = dir.join(name);
     let map: HashMap<String, Tensor> = tensors.iter().map(|(k, t)| (k.to_string(), t.clone())).collect();
@@ -122,7 +125,8 @@ fn unmatched_layers_are_reported_and_other_kinds_of_file_refused_by_name() {
         vec!["some_stray_tensor".to_string(), "lora_unet_no_such_block_proj".into()]
     );
 
-    let cases: Vec<(&str, Vec<(&str, Tensor)>, &str)> = vec![
+    // (file, its tensors, what the refusal says)
+    let cases: Vec<(&str, Tensors<'_>, &str)> = vec![
         (
             "loha.safetensors",
             vec![("lora_unet_x.hada_w1_a", zeros(&[2, 2])), ("lora_unet_x.hada_w1_b", zeros(&[2, 2]))],

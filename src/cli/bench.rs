@@ -19,7 +19,7 @@ use crate::engine::{Engine, EventKind, OutputKey, Urgency};
 use crate::models::layers::count_flops;
 use crate::models::pipeline::{InitImage, LoadOptions, Pipeline, Request};
 use crate::models::tiny_vae::TinyVae;
-use crate::models::unet::{UNet, UNetConfig};
+use crate::models::unet::UNet;
 use crate::models::vae::{Vae, VaeConfig};
 use crate::training::builtin::{scheduler_config, unet_config, vae_config, IMAGE_SIZE, MAX_TOKENS};
 
@@ -49,7 +49,7 @@ pub(super) fn emit(name: &str, value: f64, unit: &str, note: &str) {
 }
 
 /// Median seconds of `repeat` runs of `f`, after one warm-up run.
-fn median_secs(repeat: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<f64> {
+pub(super) fn median_secs(repeat: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<f64> {
     f()?;
     let mut times = Vec::with_capacity(repeat);
     for _ in 0..repeat.max(1) {
@@ -59,11 +59,6 @@ fn median_secs(repeat: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyh
     }
     times.sort_by(f64::total_cmp);
     Ok(times[times.len() / 2])
-}
-
-/// Stable Diffusion 1.5's UNet config.
-fn sd15_unet() -> UNetConfig {
-    UNetConfig { cross_attention_dim: 768, ..UNetConfig::default() }
 }
 
 /// Runs `bench`.
@@ -118,7 +113,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         );
     }
     if let (true, Some(rate)) = (wanted("sd15_unet_eval_256"), ceiling) {
-        let unet = UNet::new(&sd15_unet(), vb.clone())?;
+        let unet = UNet::new(&super::bench_fast_models::sd15_unet(), vb.clone())?;
         let x = Tensor::zeros((1, 4, 32, 32), DType::F32, &dev)?;
         let ctx = Tensor::zeros((1, 77, 768), DType::F32, &dev)?;
         network_figures(
@@ -137,6 +132,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         let secs = median_secs(args.repeat.min(3), || Ok(vae.decode(&z).map(|_| ())?))?;
         emit("sd15_vae_decode_256", secs * 1e3, "ms", "SD 1.5 VAE, 32x32x4 latent to 256x256 RGB");
     }
+    super::bench_fast_models::run(args.repeat, &wanted)?;
     if wanted("sampler_overhead") {
         sampler_overhead(args.repeat)?;
     }

@@ -1,6 +1,7 @@
 //! The command line. With no subcommand it opens the studio window.
 
 mod bench;
+mod bench_fast_models;
 mod eval;
 mod interpolate;
 mod invert;
