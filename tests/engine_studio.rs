@@ -135,3 +135,46 @@ fn live_frames_of_a_growing_stroke_arrive_in_painting_order_and_end_with_the_who
     assert!(done.windows(2).all(|w| w[0] < w[1]), "frames out of painting order: {done:?}");
     assert!(done.len() >= 2, "only {} frame(s) of a 40-point stroke", done.len());
 }
+
+#[test]
+fn a_taesd_for_previews_streams_pictures_and_leaves_the_models_own_vae_for_the_picture() {
+    use latent_studio::engine::spec::{ModelSource, NoiseSpec, RenderSpec, VaeSpec};
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let engine = Engine::spawn(StudioBackend::default(), Arc::new(|| {})).unwrap();
+    let spec = |vae: Option<VaeSpec>| RenderSpec {
+        model: ModelSource::Path(fixtures.join("tiny_sd/model")),
+        loras: Vec::new(),
+        vae,
+        prompt: "a lake".into(),
+        negative: String::new(),
+        prompt_to: None,
+        sampler: SamplerKind::Ddim,
+        steps: Some(3),
+        spacing: None,
+        karras: None,
+        eta: 0.0,
+        guidance: 5.0,
+        rescale: 0.0,
+        noise: NoiseSpec::Seed(4),
+        init: None,
+    };
+    let mut pictures = Vec::new();
+    for vae in [
+        None,
+        Some(VaeSpec { path: fixtures.join("vae_swap/files/taesd_decoder.safetensors"), finals: false }),
+    ] {
+        let job = StudioJob { output: OutputKey("output".into()), task: Task::Spec(Box::new(spec(vae))) };
+        engine.submit(job, Urgency::Discrete);
+        let mut previews = Vec::new();
+        let EventKind::Done { result: Finished::Image { rgb, .. }, .. } =
+            next_terminal(&engine, &mut previews)
+        else {
+            panic!("the render failed")
+        };
+        pictures.push((rgb, previews));
+    }
+    // The model's linear map reads latents; the TAESD's previews are pictures.
+    assert_eq!(pictures[0].1, (1..=3).map(|s| (s, vec![1, 4, 8, 8])).collect::<Vec<_>>());
+    assert_eq!(pictures[1].1, (1..=3).map(|s| (s, vec![1, 3, 16, 16])).collect::<Vec<_>>());
+    assert_eq!(pictures[0].0, pictures[1].0, "the model's own VAE still makes the picture");
+}

@@ -444,3 +444,66 @@ fn live_mode_runs_a_users_own_lcm_model_with_its_sampler() {
     });
     paint_live_stroke(&mut h);
 }
+
+#[test]
+fn a_dropped_lora_file_joins_the_model_and_its_strength_re_renders() {
+    use latent_studio::engine::spec::{ModelSource, RenderSpec};
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let dir = data_dir("lora");
+    let mut h = harness(&dir);
+    wait(&mut h, "the first picture", settled);
+    let tiny = ModelSource::Path(fixtures.join("tiny_sd/model"));
+    let source = tiny.clone();
+    h.state_mut().edit_node_where(
+        |n| matches!(n, Node::Model(_)),
+        move |n| {
+            if let Node::Model(m) = n {
+                m.source = source;
+            }
+        },
+    );
+    wait(&mut h, "a picture of the tiny model", |app| {
+        settled(app)
+            && shown_key(app).and_then(|k| serde_json::from_str::<RenderSpec>(&k).ok()).map(|s| s.model)
+                == Some(tiny.clone())
+    });
+    let before = h.state().shown_picture().map(|p| p.rgb.as_ref().clone()).unwrap_or_default();
+    let lora = fixtures.join("lora/peft.safetensors");
+    h.state_mut().drop_file(&lora);
+    let loras_shown = |app: &StudioApp| {
+        shown_key(app)
+            .and_then(|k| serde_json::from_str::<RenderSpec>(&k).ok())
+            .map(|s| s.loras.iter().map(|l| (l.path.clone(), l.strength)).collect::<Vec<_>>())
+    };
+    wait(&mut h, "a picture with the dropped LoRA", |app| {
+        settled(app) && loras_shown(app) == Some(vec![(lora.clone(), 1.0)])
+    });
+    // Wired between the Model node and the Prompt.
+    let graph = &h.state().graph;
+    let node = |f: fn(&Node) -> bool| graph.nodes.iter().find(|n| f(&n.node)).map(|n| n.id);
+    let (model, lora_node, prompt) = (
+        node(|n| matches!(n, Node::Model(_))),
+        node(|n| matches!(n, Node::Lora(_))),
+        node(|n| matches!(n, Node::Prompt(_))),
+    );
+    let source_of = |to| graph.source(PinRef { node: to?, pin: 0 }).map(|s| s.node);
+    assert_eq!(source_of(lora_node), model);
+    assert_eq!(source_of(prompt), lora_node);
+    let with_lora = h.state().shown_picture().map(|p| p.rgb.as_ref().clone()).unwrap_or_default();
+    assert_ne!(with_lora, before, "the LoRA changed the picture");
+    // A new strength renders again (the model is not loaded again: the pipeline rebuilds its
+    // networks from the weights it kept).
+    h.state_mut().edit_node_where(
+        |n| matches!(n, Node::Lora(_)),
+        |n| {
+            if let Node::Lora(l) = n {
+                l.strength = 0.0;
+            }
+        },
+    );
+    wait(&mut h, "the picture at strength 0", |app| {
+        settled(app) && loras_shown(app) == Some(vec![(lora.clone(), 0.0)])
+    });
+    let off = h.state().shown_picture().map(|p| p.rgb.as_ref().clone()).unwrap_or_default();
+    assert_eq!(off, before, "strength 0 is the model without the LoRA");
+}
