@@ -18,18 +18,15 @@ Not part of CI: converting the UNets takes minutes and about 10 GB of memory.
 import argparse
 import json
 import pathlib
-import statistics
 import subprocess
 import sys
-import time
 
-import numpy as np
 import openvino as ov
 import torch
 from diffusers import AutoencoderKL, AutoencoderTiny, UNet2DConditionModel
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from peer_torch import SD15_VAE, SD21_UNET, ours  # noqa: E402
+from peer_torch import SD15_VAE, SD21_UNET, median_ms, ours  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
@@ -43,16 +40,6 @@ class Call(torch.nn.Module):
 
     def forward(self, *args):
         return self.fn(*args)
-
-
-def median_ms(fn, repeat):
-    fn()
-    times = []
-    for _ in range(max(repeat, 1)):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1e3
 
 
 def compiled(core, model, threads, precision):

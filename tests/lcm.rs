@@ -3,11 +3,10 @@
 //! (`time_cond_proj_dim`) and an `LCMScheduler`. Our guidance embedding, LCM img2img timesteps
 //! and renders (text-to-image and img2img, one network pass per step) must equal diffusers'.
 
-use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
-use latent_studio::core::samplers::{SamplerKind, StepView};
+use latent_studio::core::samplers::SamplerKind;
 use latent_studio::core::SchedulerConfig;
 use latent_studio::engine::spec::rgb_tensor;
 use latent_studio::imageio::read_png;
@@ -84,14 +83,7 @@ fn lcm_renders_match_diffusers_pixels() {
         let init_image =
             case["strength"].as_f64().map(|strength| InitImage { image: init.clone(), strength, mask: None });
         let request = Request { init_image, ..common::case_request(case, SamplerKind::Lcm, latent) };
-        let mut evaluations = 0;
-        let ours = pipeline
-            .render(&request, &mut |_: &StepView<'_>| {
-                evaluations += 1;
-                ControlFlow::Continue(())
-            })
-            .unwrap()
-            .unwrap();
+        let (ours, evaluations) = common::render_counting(&pipeline, &request);
         assert_eq!(evaluations, request.steps, "{name}: one network pass per step");
         common::assert_matches_png(
             name,

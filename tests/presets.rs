@@ -4,11 +4,10 @@
 //! guidance (8 steps). diffusers' `guidance_scale=0.0` is one conditional pass: the presets'
 //! guidance 1.
 
-use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use latent_studio::core::presets::Preset;
-use latent_studio::core::samplers::{SamplerOptions, StepView};
+use latent_studio::core::samplers::SamplerOptions;
 use latent_studio::core::Guidance;
 use latent_studio::engine::spec::rgb_tensor;
 use latent_studio::imageio::read_png;
@@ -42,14 +41,7 @@ fn turbo_and_hyper_presets_render_as_diffusers_runs_those_models() {
             init_image,
             ..common::case_request(case, preset.sampler, latent)
         };
-        let mut evaluations = 0;
-        let ours = pipeline
-            .render(&request, &mut |_: &StepView<'_>| {
-                evaluations += 1;
-                ControlFlow::Continue(())
-            })
-            .unwrap()
-            .unwrap();
+        let (ours, evaluations) = common::render_counting(&pipeline, &request);
         common::assert_matches_png(name, &ours.rgb, (16, 16), &here.join(format!("renders/{name}.png")));
         let runs = if case["strength"].is_null() { request.steps } else { 1 };
         assert_eq!(evaluations, runs, "{name}: the steps that run");

@@ -169,3 +169,19 @@ pub fn case_request(
         prompt_to: None,
     }
 }
+
+/// Renders `request`, counting the steps the callback saw.
+pub fn render_counting(
+    pipeline: &latent_studio::models::pipeline::Pipeline,
+    request: &latent_studio::models::pipeline::Request,
+) -> (latent_studio::models::pipeline::Rendered, usize) {
+    let mut steps = 0;
+    let rendered = pipeline
+        .render(request, &mut |_: &latent_studio::core::samplers::StepView<'_>| {
+            steps += 1;
+            ControlFlow::Continue(())
+        })
+        .unwrap()
+        .unwrap();
+    (rendered, steps)
+}
