@@ -900,6 +900,10 @@ impl StudioApp {
         let mut changed = false;
         let mut choose_folder = false;
         egui::Window::new("Settings").open(&mut show_settings).collapsible(false).show(ctx, |ui| {
+            let device = crate::models::device::name(&crate::models::pipeline::LoadOptions::default().device);
+            ui.label(format!("Device: {device}")).on_hover_text(
+                "Where the studio runs the networks; the command line's --device auto|cpu|cuda:N|metal chooses for its renders",
+            );
             let s = &mut self.settings;
             changed |= ui
                 .add(egui::Slider::new(&mut s.threads, 0..=64).text("Tensor threads"))

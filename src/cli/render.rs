@@ -106,8 +106,9 @@ pub struct ModelArgs {
     /// Compute dtype: f32 or f16.
     #[arg(long, default_value = "f32")]
     pub dtype: String,
-    /// cpu, cuda:N or metal (the GPU ones need a build with `--features cuda` or `metal`).
-    #[arg(long, default_value = "cpu")]
+    /// auto (a GPU when this build and machine have one, else the CPU), cpu, cuda:N or metal (the
+    /// GPU ones need a build with `--features cuda` or `metal`).
+    #[arg(long, default_value = "auto")]
     pub device: String,
     /// Override the model's prediction type: eps or v.
     #[arg(long)]
@@ -134,17 +135,10 @@ fn parse_lora(arg: &str) -> Result<LoraSpec, String> {
 impl ModelArgs {
     /// Loads the model.
     pub fn load(&self) -> anyhow::Result<Pipeline> {
-        let device = match self.device.as_str() {
-            "cpu" => Device::Cpu,
-            "metal" => {
-                Device::new_metal(0).context("device metal (this needs a build with --features metal)")?
-            }
-            other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
-                Some(Ok(n)) => Device::new_cuda(n)
-                    .with_context(|| format!("device {other} (this needs a build with --features cuda)"))?,
-                _ => bail!("invalid device {other}: expected cpu, cuda:N or metal"),
-            },
-        };
+        let (device, notice) = crate::models::device::choose(&self.device)?;
+        if let Some(notice) = notice {
+            eprintln!("notice: {notice}");
+        }
         let dtype = match self.dtype.as_str() {
             "f32" => DType::F32,
             "f16" => DType::F16,

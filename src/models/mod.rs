@@ -5,6 +5,7 @@ pub mod clip;
 pub mod clip_tokenizer;
 pub mod config_limits;
 pub mod conv_train;
+pub mod device;
 pub mod fast_conv;
 pub mod fast_math;
 pub mod gemm;
