@@ -336,6 +336,18 @@ fn a_picture_file_that_never_finishes_reading_leaves_the_window_running() {
     assert_eq!(&picture.rgb[..3], &[200, 40, 40], "the pipe's picture is what the Output shows");
 }
 
+/// Points the graph's Model node at `source`.
+fn set_model(h: &mut Harness<'_, StudioApp>, source: latent_studio::engine::spec::ModelSource) {
+    h.state_mut().edit_node_where(
+        |n| matches!(n, Node::Model(_)),
+        move |n| {
+            if let Node::Model(m) = n {
+                m.source = source;
+            }
+        },
+    );
+}
+
 /// The points of the last stroke of the canvas a picture was rendered from (its spec key).
 fn painted_points(key: &str) -> Option<(usize, usize)> {
     use latent_studio::engine::spec::{ImageSpec, RenderSpec};
@@ -417,15 +429,7 @@ fn live_mode_runs_a_users_own_lcm_model_with_its_sampler() {
     wait(&mut h, "the first picture", settled);
     let lcm = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny_lcm/model");
     let source = ModelSource::Path(lcm);
-    let model = source.clone();
-    h.state_mut().edit_node_where(
-        |n| matches!(n, Node::Model(_)),
-        move |n| {
-            if let Node::Model(m) = n {
-                m.source = model;
-            }
-        },
-    );
+    set_model(&mut h, source.clone());
     h.state_mut().edit_node_where(
         |n| matches!(n, Node::Sampler(_)),
         |n| {
@@ -453,15 +457,7 @@ fn a_dropped_lora_file_joins_the_model_and_its_strength_re_renders() {
     let mut h = harness(&dir);
     wait(&mut h, "the first picture", settled);
     let tiny = ModelSource::Path(fixtures.join("tiny_sd/model"));
-    let source = tiny.clone();
-    h.state_mut().edit_node_where(
-        |n| matches!(n, Node::Model(_)),
-        move |n| {
-            if let Node::Model(m) = n {
-                m.source = source;
-            }
-        },
-    );
+    set_model(&mut h, tiny.clone());
     wait(&mut h, "a picture of the tiny model", |app| {
         settled(app)
             && shown_key(app).and_then(|k| serde_json::from_str::<RenderSpec>(&k).ok()).map(|s| s.model)
