@@ -11,6 +11,8 @@ pub enum Layer {
     Paint,
     /// The edit mask: painted areas may change, the rest is kept (when any mask is painted).
     Mask,
+    /// A word region's area (paint with words), by index into [`Canvas::regions`].
+    Region(usize),
 }
 
 /// What a stroke does.
@@ -58,6 +60,28 @@ pub const SWATCHES: [[u8; 3]; 10] = [
     [20, 25, 55],
 ];
 
+/// The longest phrase a word region may hold, in characters.
+pub const MAX_PHRASE_CHARS: usize = 200;
+
+/// A word region of the canvas (paint with words): a phrase that appears where its strokes
+/// are painted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WordRegion {
+    /// The phrase; part of the prompt or new (then appended to it).
+    pub phrase: String,
+    /// How strongly the phrase is drawn to the region.
+    pub weight: f64,
+    /// Hidden regions are kept but not rendered.
+    pub hidden: bool,
+}
+
+impl Default for WordRegion {
+    fn default() -> Self {
+        Self { phrase: String::new(), weight: crate::models::regions::DEFAULT_WEIGHT, hidden: false }
+    }
+}
+
 /// The largest mask blur a canvas may hold, in pixels.
 pub const MAX_MASK_BLUR: f64 = 64.0;
 
@@ -74,6 +98,8 @@ pub struct Canvas {
     /// Blur of the mask layer in pixels of the render (0: hard cells): an ordinary model blends
     /// softly across the mask's edge.
     pub mask_blur: f32,
+    /// Word regions, painted on their own layers (older files have none).
+    pub regions: Vec<WordRegion>,
     /// The brush the next stroke uses.
     pub brush: Stroke,
     /// Strokes undone, newest last; cleared by a new stroke.
@@ -88,6 +114,7 @@ impl PartialEq for Canvas {
             && self.background == other.background
             && self.strength == other.strength
             && self.mask_blur == other.mask_blur
+            && self.regions == other.regions
     }
 }
 
@@ -98,6 +125,7 @@ impl Default for Canvas {
             background: SWATCHES[0],
             strength: 0.75,
             mask_blur: 0.0,
+            regions: vec![],
             brush: Stroke {
                 layer: Layer::Paint,
                 tool: Tool::Brush,
@@ -171,8 +199,54 @@ impl Canvas {
                 within(&point("y"), f64::from(y), -1.0, 2.0)?;
                 within(&point("pressure"), f64::from(pressure), 0.0, 1.0)?;
             }
+            if let Layer::Region(r) = stroke.layer {
+                if r >= self.regions.len() {
+                    return Err(format!("{name}: paints word region {} of {}", r + 1, self.regions.len()));
+                }
+            }
+        }
+        for (i, region) in self.regions.iter().enumerate() {
+            within(
+                &format!("word region {}: weight", i + 1),
+                region.weight,
+                0.0,
+                crate::models::regions::MAX_WEIGHT,
+            )?;
+            if region.phrase.chars().count() > MAX_PHRASE_CHARS {
+                return Err(format!(
+                    "word region {}: the phrase is longer than {MAX_PHRASE_CHARS} characters",
+                    i + 1
+                ));
+            }
         }
         Ok(())
+    }
+
+    /// Removes word region `index` and its strokes; later regions move down one.
+    pub fn remove_region(&mut self, index: usize) {
+        if index >= self.regions.len() {
+            return;
+        }
+        self.regions.remove(index);
+        let renumber = |strokes: &mut Vec<Stroke>| {
+            strokes.retain(|s| s.layer != Layer::Region(index));
+            for s in strokes.iter_mut() {
+                if let Layer::Region(r) = s.layer {
+                    if r > index {
+                        s.layer = Layer::Region(r - 1);
+                    }
+                }
+            }
+        };
+        renumber(&mut self.strokes);
+        renumber(&mut self.redo);
+        if let Layer::Region(r) = self.brush.layer {
+            self.brush.layer = match r.cmp(&index) {
+                std::cmp::Ordering::Less => Layer::Region(r),
+                std::cmp::Ordering::Equal => Layer::Paint,
+                std::cmp::Ordering::Greater => Layer::Region(r - 1),
+            };
+        }
     }
 
     /// Whether any stroke paints the mask.
@@ -187,7 +261,13 @@ impl Canvas {
             Some(base) if base.len() == width * height * 3 => base.to_vec(),
             _ => self.background.iter().copied().cycle().take(width * height * 3).collect(),
         };
-        let mut raster = Raster { width, height, rgb: under.clone(), mask: vec![0; width * height] };
+        let mut raster = Raster {
+            width,
+            height,
+            rgb: under.clone(),
+            mask: vec![0; width * height],
+            regions: vec![vec![0; width * height]; self.regions.len()],
+        };
         for stroke in &self.strokes {
             raster.apply(stroke, &under);
         }
@@ -257,6 +337,8 @@ pub struct Raster {
     pub rgb: Vec<u8>,
     /// 255 where the mask is painted, row-major.
     pub mask: Vec<u8>,
+    /// Per word region, 255 where it is painted, row-major.
+    pub regions: Vec<Vec<u8>>,
 }
 
 impl Raster {
@@ -322,6 +404,11 @@ impl Raster {
                     (Layer::Paint, _) => self.rgb[3 * i..3 * i + 3].copy_from_slice(&stroke.color),
                     (Layer::Mask, Tool::Eraser) => self.mask[i] = 0,
                     (Layer::Mask, _) => self.mask[i] = 255,
+                    (Layer::Region(r), tool) => {
+                        if let Some(cells) = self.regions.get_mut(r) {
+                            cells[i] = if tool == Tool::Eraser { 0 } else { 255 };
+                        }
+                    }
                 }
             }
         }
@@ -338,10 +425,15 @@ impl Raster {
         let sy = ((y * h as f32) as usize).min(h - 1);
         let seed_index = sy * w + sx;
         let seed_rgb = [self.rgb[3 * seed_index], self.rgb[3 * seed_index + 1], self.rgb[3 * seed_index + 2]];
-        let seed_mask = self.mask[seed_index];
+        let cells = |r: &Raster, i: usize| match stroke.layer {
+            Layer::Mask => r.mask[i],
+            Layer::Region(k) => r.regions.get(k).map_or(0, |c| c[i]),
+            Layer::Paint => 0,
+        };
+        let seed_mask = cells(self, seed_index);
         let similar = |r: &Raster, i: usize| match stroke.layer {
             Layer::Paint => (0..3).all(|c| r.rgb[3 * i + c].abs_diff(seed_rgb[c]) <= 24),
-            Layer::Mask => r.mask[i] == seed_mask,
+            Layer::Mask | Layer::Region(_) => cells(r, i) == seed_mask,
         };
         let mut seen = vec![false; w * h];
         let mut stack = vec![seed_index];
@@ -361,10 +453,16 @@ impl Raster {
                 }
             }
         }
+        let value = if stroke.tool == Tool::Eraser { 0 } else { 255 };
         for (i, _) in seen.iter().enumerate().filter(|(_, s)| **s) {
             match stroke.layer {
                 Layer::Paint => self.rgb[3 * i..3 * i + 3].copy_from_slice(&stroke.color),
-                Layer::Mask => self.mask[i] = if stroke.tool == Tool::Eraser { 0 } else { 255 },
+                Layer::Mask => self.mask[i] = value,
+                Layer::Region(k) => {
+                    if let Some(cells) = self.regions.get_mut(k) {
+                        cells[i] = value;
+                    }
+                }
             }
         }
     }
@@ -489,5 +587,58 @@ mod tests {
         assert_eq!(at(0, 16), [0, 255, 0]);
         assert_eq!(at(63, 16), [0, 255, 0]);
         assert!((0..64).all(|x| at(x, 51) == [0, 0, 0]));
+    }
+
+    #[test]
+    fn word_regions_paint_their_own_layers_and_removing_one_renumbers_the_rest() {
+        let mut canvas = blank();
+        canvas.regions = vec![
+            WordRegion { phrase: "a bright sun".into(), ..WordRegion::default() },
+            WordRegion { phrase: "a calm lake".into(), ..WordRegion::default() },
+        ];
+        // Region 1 across the top, region 2 across the bottom, one eraser dab in region 2.
+        let band = |layer: Layer, y: f32| Stroke {
+            points: vec![[0.0, y, 1.0], [1.0, y, 1.0]],
+            ..line(layer, Tool::Brush, [0, 0, 0])
+        };
+        canvas.push(band(Layer::Region(0), 0.1));
+        canvas.push(band(Layer::Region(1), 0.9));
+        canvas.push(Stroke {
+            points: vec![[0.5, 0.9, 1.0]],
+            ..line(Layer::Region(1), Tool::Eraser, [0, 0, 0])
+        });
+        let r = canvas.rasterize(40, 40, None);
+        assert_eq!(r.regions.len(), 2);
+        assert_eq!(r.regions[0][4 * 40 + 20], 255);
+        assert_eq!(r.regions[0][36 * 40 + 5], 0);
+        assert_eq!(r.regions[1][36 * 40 + 5], 255);
+        assert_eq!(r.regions[1][36 * 40 + 20], 0, "erased");
+        assert!(
+            r.rgb.iter().all(|&v| v == 0) && r.mask.iter().all(|&m| m == 0),
+            "regions paint nothing else"
+        );
+        // Removing region 1 drops its stroke and moves region 2's strokes to index 0.
+        canvas.remove_region(0);
+        assert_eq!(canvas.regions.len(), 1);
+        assert_eq!(canvas.strokes.len(), 2);
+        assert!(canvas.strokes.iter().all(|s| s.layer == Layer::Region(0)));
+        assert!(canvas.check().is_ok());
+    }
+
+    #[test]
+    fn files_with_strokes_on_missing_regions_or_wild_weights_are_refused() {
+        let mut canvas = blank();
+        canvas.push(line(Layer::Region(0), Tool::Brush, [0, 0, 0]));
+        let e = canvas.check().unwrap_err();
+        assert!(e.contains("stroke 1") && e.contains("word region 1 of 0"), "{e}");
+        canvas.regions.push(WordRegion { weight: 1e9, ..WordRegion::default() });
+        let e = canvas.check().unwrap_err();
+        assert!(e.contains("word region 1: weight"), "{e}");
+        canvas.regions[0].weight = 2.0;
+        canvas.regions[0].phrase = "x".repeat(MAX_PHRASE_CHARS + 1);
+        assert!(canvas.check().unwrap_err().contains("longer than"));
+        // Old files (no regions field) still load.
+        let old: Canvas = serde_json::from_str(r#"{"strokes": [], "strength": 0.5}"#).unwrap();
+        assert!(old.regions.is_empty());
     }
 }

@@ -40,6 +40,7 @@ fn render(prompt: &str) -> StudioJob {
             init_latent: None,
             init_image: None,
             prompt_to: None,
+            regions: Vec::new(),
         })),
     }
 }
@@ -101,6 +102,7 @@ fn live_frames_of_a_growing_stroke_arrive_in_painting_order_and_end_with_the_who
             prompt: "a lake".into(),
             negative: String::new(),
             prompt_to: None,
+            regions: Vec::new(),
             sampler: SamplerKind::Lcm,
             steps: Some(1),
             spacing: None,
@@ -148,6 +150,7 @@ fn a_taesd_for_previews_streams_pictures_and_leaves_the_models_own_vae_for_the_p
         prompt: "a lake".into(),
         negative: String::new(),
         prompt_to: None,
+        regions: Vec::new(),
         sampler: SamplerKind::Ddim,
         steps: Some(3),
         spacing: None,

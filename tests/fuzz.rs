@@ -23,6 +23,7 @@ use latent_studio::graph::{a1111, eval, graph_in_png, Graph, Node, GRAPH_CHUNK};
 use latent_studio::imageio::{read_image, write_png_texts, Rgb};
 use latent_studio::models::clip_tokenizer::ClipTokenizer;
 use latent_studio::models::pipeline::{LoadOptions, Pipeline, Request};
+use latent_studio::sketch::{Layer, Stroke, WordRegion};
 use serde_json::Value;
 
 mod common;
@@ -306,9 +307,24 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-/// A graph with every node kind and a canvas with several strokes: what graph files hold.
+/// A graph with every node kind and a canvas with several strokes and two word regions (one
+/// painted): what graph files hold.
 fn rich_graph() -> Value {
     let mut graph = Graph::first_start();
+    for n in &mut graph.nodes {
+        if let Node::Canvas(canvas) = &mut n.node {
+            canvas.regions = vec![
+                WordRegion { phrase: "a bright sun".into(), ..WordRegion::default() },
+                WordRegion { phrase: "a calm lake".into(), weight: 2.0, hidden: true },
+            ];
+            let stroke = Stroke {
+                layer: Layer::Region(0),
+                points: vec![[0.2, 0.2, 1.0], [0.3, 0.25, 0.5]],
+                ..canvas.brush.clone()
+            };
+            canvas.push(stroke);
+        }
+    }
     for node in Node::all_kinds() {
         graph.add(node, [10.0, 20.0]);
     }
@@ -345,6 +361,7 @@ fn load_and_render(dir: &Path) -> Result<(), String> {
         init_latent: None,
         init_image: None,
         prompt_to: None,
+        regions: Vec::new(),
     };
     pipeline.render(&request, &mut |_| ControlFlow::Continue(())).map_err(|e| e.to_string())?;
     Ok(())

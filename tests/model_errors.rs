@@ -129,6 +129,7 @@ fn sized_request(width: usize, height: usize) -> Request {
         init_latent: None,
         init_image: None,
         prompt_to: None,
+        regions: Vec::new(),
     }
 }
 

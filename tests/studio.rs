@@ -147,6 +147,41 @@ fn a_painted_stroke_renders_an_sdedit_picture_that_changes_where_the_stroke_is()
 }
 
 #[test]
+fn a_phrase_painted_on_the_word_layer_renders_with_its_region() {
+    let dir = data_dir("words");
+    let mut h = harness(&dir);
+    wait(&mut h, "the first picture", settled);
+    h.get_by_label("Words").click();
+    h.step();
+    let canvas = |app: &StudioApp| {
+        app.graph.nodes.iter().find_map(|n| match &n.node {
+            Node::Canvas(c) => Some(c.clone()),
+            _ => None,
+        })
+    };
+    let c = canvas(h.state()).unwrap_or_default();
+    assert_eq!(c.regions.len(), 1, "the word layer starts with one region");
+    assert_eq!(c.brush.layer, latent_studio::sketch::Layer::Region(0));
+    h.state_mut().edit_node_where(
+        |n| matches!(n, Node::Canvas(_)),
+        |n| {
+            if let Node::Canvas(c) = n {
+                c.regions[0].phrase = "a calm lake".into();
+            }
+        },
+    );
+    let rect = h.get_by_label("SDEdit canvas").rect();
+    let y = rect.top() + rect.height() * 0.85;
+    drag(&mut h, egui::pos2(rect.left() + 2.0, y), egui::pos2(rect.right() - 2.0, y), 8);
+    let c = canvas(h.state()).unwrap_or_default();
+    assert_eq!(c.strokes.last().map(|s| s.layer), Some(latent_studio::sketch::Layer::Region(0)));
+    assert_eq!(c.strokes.len(), 5, "the drag became a fifth stroke, on the region's layer");
+    wait(&mut h, "the render with the region", |app| {
+        settled(app) && shown_key(app).is_some_and(|k| k.contains("a calm lake") && k.contains("Region"))
+    });
+}
+
+#[test]
 fn releasing_the_guidance_slider_while_a_render_runs_shows_the_newest_value() {
     let dir = data_dir("slider");
     let mut h = harness(&dir);

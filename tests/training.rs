@@ -26,6 +26,7 @@ fn a_short_run_writes_a_loadable_folder_and_resumes() {
         vae_learning_rate: 5e-4,
         unet_steps: 2,
         stroke_steps: 0,
+        words_steps: 0,
         stroke_learning_rate: 3e-4,
         decoder_steps: 0,
         decoder_learning_rate: 5e-4,
@@ -113,6 +114,7 @@ fn a_short_run_writes_a_loadable_folder_and_resumes() {
         init_latent: None,
         init_image: None,
         prompt_to: None,
+        regions: Vec::new(),
     };
     let mut steps = 0;
     let image = pipeline
@@ -151,6 +153,7 @@ fn distillation_writes_an_lcm_folder_whose_untrained_student_is_the_teacher() {
         learning_rate: 0.0,
         checkpoint_every: 1,
         half: false,
+        words: true,
     };
     assert_eq!(distill(&opts, &mut |_| {}).unwrap().step, 1);
     let pipeline = Pipeline::load(&dir, &LoadOptions::default()).unwrap();

@@ -495,6 +495,10 @@ impl StudioApp {
                                     notes.iter().filter_map(|n| n.strip_prefix(&prefix)).map(String::from);
                                 self.lora_notes.insert(lora.path.clone(), lines.collect());
                             }
+                            if !spec.regions.is_empty() || !self.region_notes.is_empty() {
+                                self.region_notes =
+                                    notes.iter().filter(|n| n.starts_with("region ")).cloned().collect();
+                            }
                         }
                         self.save_to_output_folder(&picture);
                         self.made.push(HistoryEntry {

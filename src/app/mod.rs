@@ -151,6 +151,8 @@ pub struct StudioApp {
     unknown_words: HashMap<String, Vec<String>>,
     /// Per LoRA file, what the last render that merged it found (layers not in the model).
     lora_notes: HashMap<std::path::PathBuf, Vec<String>>,
+    /// What the last render said about its word regions (ignored, cut), for the canvas panel.
+    region_notes: Vec<String>,
     /// Renders made since the studio opened, newest last.
     pub made: Vec<HistoryEntry>,
     canvas_views: HashMap<NodeId, CanvasView>,
@@ -233,6 +235,7 @@ impl StudioApp {
             model_requested: None,
             unknown_words: HashMap::new(),
             lora_notes: HashMap::new(),
+            region_notes: Vec::new(),
             made: Vec::new(),
             canvas_views: HashMap::new(),
             base_images: HashMap::new(),
@@ -582,6 +585,11 @@ impl StudioApp {
             let view = self.canvas_views.entry(id).or_insert_with(|| CanvasView::new(worker.clone()));
             let size = ui.available_width().min(360.0);
             let change = view.ui(ui, canvas, base.as_ref(), size);
+            if !canvas.regions.is_empty() {
+                for note in &self.region_notes {
+                    ui.label(egui::RichText::new(note).small().color(ui.visuals().warn_fg_color));
+                }
+            }
             dragging |= change.dragging;
             load_base = change.load_base;
             if ui.ui_contains_pointer() && ui.input(|i| i.pointer.any_pressed()) {

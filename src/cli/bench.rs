@@ -328,6 +328,7 @@ fn render_job(guidance: f64, steps: usize) -> StudioJob {
             init_latent: None,
             init_image: None,
             prompt_to: None,
+            regions: Vec::new(),
         })),
     }
 }
@@ -434,6 +435,7 @@ fn live_figures(model: &std::path::Path) -> anyhow::Result<()> {
         prompt: "sunset over snowy mountains with a lake".into(),
         negative: String::new(),
         prompt_to: None,
+        regions: Vec::new(),
         sampler: SamplerKind::Lcm,
         steps: None,
         spacing: None,

@@ -9,6 +9,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
 use super::bench::{emit, median_secs};
+use crate::models::regions::{CrossAttentionBias, Region, RegionMaps};
 use crate::models::tiny_vae::{TinyVae, TinyVaeConfig};
 use crate::models::unet::{HeadCount, UNet, UNetConfig};
 use crate::models::vae::{Vae, VaeConfig};
@@ -37,12 +38,33 @@ pub(super) fn run(repeat: usize, wanted: &dyn Fn(&str) -> bool) -> anyhow::Resul
     let repeat = repeat.clamp(1, 3);
     let t = Tensor::full(500f32, 1, &dev)?;
     let latent = Tensor::zeros((1, 4, 64, 64), DType::F32, &dev)?;
-    if wanted("sd15_unet_eval_512") || wanted("lcm_lora_render_512") {
+    if wanted("sd15_unet_eval_512") || wanted("sd15_unet_regions_512") || wanted("lcm_lora_render_512") {
         let unet = UNet::new(&sd15_unet(), vb.clone())?;
         let ctx = Tensor::zeros((1, 77, 768), DType::F32, &dev)?;
         if wanted("sd15_unet_eval_512") {
             let secs = median_secs(repeat, || Ok(unet.forward(&latent, &t, &ctx).map(|_| ())?))?;
             emit("sd15_unet_eval_512", secs * 1e3, "ms", "SD 1.5 UNet, batch 1, 512x512 (64x64 latent)");
+        }
+        if wanted("sd15_unet_regions_512") {
+            // Paint with words on the conditional pass: two phrases of three tokens each, on the
+            // left half and the lower quarter, the bias at every attention resolution.
+            let cover = |inside: fn(usize, usize) -> bool| Region {
+                width: 64,
+                height: 64,
+                coverage: (0..64 * 64).map(|i| if inside(i % 64, i / 64) { 1.0 } else { 0.0 }).collect(),
+                phrase: String::new(),
+                weight: 2.0,
+            };
+            let (left, low) = (cover(|x, _| x < 32), cover(|_, y| y >= 48));
+            let columns = [(&left, vec![5, 6, 7]), (&low, vec![8, 9, 10])];
+            let maps = RegionMaps::new(&columns, 77, (64, 64), 4, DType::F32, &dev)?;
+            let bias = CrossAttentionBias::new(std::sync::Arc::new(maps), vec![0.3]);
+            let plain = median_secs(repeat, || Ok(unet.forward(&latent, &t, &ctx).map(|_| ())?))?;
+            let with = median_secs(repeat, || {
+                Ok(unet.forward_with_regions(&latent, &t, &ctx, None, Some(&bias)).map(|_| ())?)
+            })?;
+            emit("sd15_unet_regions_512", with * 1e3, "ms", "SD 1.5 UNet at 512x512 with two word regions");
+            emit("sd15_unet_regions_ratio", with / plain, "ratio", "with two word regions vs none, same run");
         }
         if wanted("lcm_lora_render_512") {
             let vae = Vae::new(&VaeConfig::default(), vb.clone())?;

@@ -373,6 +373,7 @@ fn generate(
         init_latent: None,
         init_image,
         prompt_to: None,
+        regions: Vec::new(),
     };
     let rendered = pipeline
         .render(&request, &mut |_| std::ops::ControlFlow::Continue(()))?

@@ -114,6 +114,7 @@ pub fn run(args: &InterpolateArgs) -> anyhow::Result<()> {
             init_latent: Some(slerp(&a, &b, t)?),
             init_image: None,
             prompt_to: args.prompt_to.clone().map(|p| (p, t)),
+            regions: Vec::new(),
         };
         let image = pipeline
             .render(&request, &mut |_: &StepView<'_>| ControlFlow::Continue(()))?

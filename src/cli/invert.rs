@@ -78,6 +78,7 @@ pub fn run(args: &InvertArgs) -> anyhow::Result<()> {
         init_latent: Some(noise),
         init_image: None,
         prompt_to: None,
+        regions: Vec::new(),
     };
     let back = pipeline
         .render(&request, &mut |_: &StepView<'_>| ControlFlow::Continue(()))?

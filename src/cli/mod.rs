@@ -3,6 +3,7 @@
 mod bench;
 mod bench_fast_models;
 mod eval;
+mod eval_regions;
 mod interpolate;
 mod invert;
 mod progress;
@@ -58,6 +59,8 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Measure the model's quality (prompt adherence, Fréchet distance, SDEdit) and write sample sheets.
     Eval(Box<eval::EvalArgs>),
+    /// Measure paint with words over many seeds (a sun placed by its region, a lake painted into a desert).
+    EvalRegions(Box<eval_regions::EvalRegionsArgs>),
     /// Evaluate a saved graph headlessly (the studio's evaluator) and write its picture.
     Run(run_graph::RunArgs),
     /// Write generator scenes (the built-in model's training pictures) as PNGs with their captions.
@@ -86,9 +89,14 @@ pub struct TrainArgs {
     /// their scenes, noised, with the scene as the answer, so SDEdit keeps what was painted.
     #[arg(long, default_value_t = 4000)]
     pub stroke_steps: usize,
-    /// Peak learning rate of the stroke stage.
+    /// Peak learning rate of the stroke stage (and the words stage).
     #[arg(long, default_value_t = 3e-4)]
     pub stroke_lr: f64,
+    /// Steps of the words stage after the stroke stage: the stroke stage's batches with paint
+    /// with words' bias on the sun's, moon's or water's phrase where it is, so a painted phrase
+    /// lands in its region.
+    #[arg(long, default_value_t = 1500)]
+    pub words_steps: usize,
     /// Decoder fine-tuning steps after the UNet (encoder frozen, so the UNet stays valid). Off by
     /// default: on the built-in design it has not sharpened the pictures yet (see the README).
     #[arg(long, default_value_t = 0)]
@@ -142,6 +150,9 @@ pub struct DistillArgs {
     /// When done, rewrite the weights in f16 (how `assets/builtin-live` ships them).
     #[arg(long)]
     pub half: bool,
+    /// Paint-with-words lessons in every batch, for a teacher trained with the words stage.
+    #[arg(long)]
+    pub words: bool,
 }
 
 /// Arguments of `timesteps`.
@@ -227,6 +238,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Interpolate(args)) => interpolate::run(&args),
         Some(Command::Bench(args)) => bench::run(&args),
         Some(Command::Eval(args)) => eval::run(&args),
+        Some(Command::EvalRegions(args)) => eval_regions::run(&args),
         Some(Command::Scenes(args)) => scenes::run(&args),
     }
 }
@@ -240,6 +252,7 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
         unet_steps: args.unet_steps,
         stroke_steps: args.stroke_steps,
         stroke_learning_rate: args.stroke_lr,
+        words_steps: args.words_steps,
         decoder_steps: args.decoder_steps,
         decoder_learning_rate: args.decoder_lr,
         gan_weight: args.gan_weight,
@@ -253,8 +266,8 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
     let state = crate::training::train::train(&opts, &mut report)
         .with_context(|| format!("training into {}", args.out.display()))?;
     eprintln!(
-        "done: {} autoencoder steps, {} UNet steps, {} stroke steps, {} decoder steps",
-        state.vae_step, state.unet_step, state.stroke_step, state.decoder_step
+        "done: {} autoencoder steps, {} UNet steps, {} stroke steps, {} words steps, {} decoder steps",
+        state.vae_step, state.unet_step, state.stroke_step, state.words_step, state.decoder_step
     );
     Ok(())
 }
@@ -283,6 +296,7 @@ fn distill(args: &DistillArgs) -> anyhow::Result<()> {
         learning_rate: args.lr,
         checkpoint_every: args.checkpoint_every.max(1),
         half: args.half,
+        words: args.words,
     };
     let mut report = training_progress();
     let state = crate::training::distill::distill(&opts, &mut report)

@@ -11,7 +11,7 @@ use crate::core::presets::Preset;
 use crate::core::samplers::{SamplerKind, SamplerOptions, StepView};
 use crate::core::{Guidance, PredictionType, TimestepSpacing};
 use crate::edit_mask::{CellRule, EditMask};
-use crate::engine::spec::{LoraSpec, ModelSource};
+use crate::engine::spec::{LoraSpec, ModelSource, RegionSpec};
 use crate::imageio::{read_png, write_png, Rgb};
 use crate::models::lora::LoraFile;
 use crate::models::pipeline::{InitImage, LoadOptions, Pipeline, Request};
@@ -85,6 +85,10 @@ pub struct RenderArgs {
     /// ordinary model then blends softly across the edge.
     #[arg(long, default_value_t = 0.0, requires = "mask")]
     pub mask_blur: f32,
+    /// Paint with words: `MASK.png:PHRASE[:WEIGHT]` draws PHRASE where the mask is white (any
+    /// size; a phrase not in the prompt is appended to it). Repeatable.
+    #[arg(long = "region", value_name = "MASK.png:PHRASE[:WEIGHT]")]
+    pub regions: Vec<String>,
     /// Starting noise: a safetensors file with one f32 tensor `latent` [1, C, H/f, W/f].
     #[arg(long)]
     pub init_latent: Option<PathBuf>,
@@ -229,6 +233,16 @@ fn edit_mask(mask: &Rgb, factor: usize, blur: f32) -> anyhow::Result<EditMask> {
     Ok(EditMask::new(&coverage, mask.width, mask.height, factor, blur, CellRule::Majority)?)
 }
 
+/// The `--region` arguments read: masks from their files, phrases and weights.
+fn regions(args: &[String], size: usize) -> anyhow::Result<Vec<crate::models::regions::Region>> {
+    args.iter()
+        .map(|arg| {
+            let spec = RegionSpec::parse(arg).map_err(anyhow::Error::msg)?;
+            Ok(crate::engine::spec::region(&spec, size, size)?)
+        })
+        .collect()
+}
+
 /// Runs `render`.
 pub fn run(args: &RenderArgs) -> anyhow::Result<()> {
     let pipeline = args.model.load()?;
@@ -302,6 +316,7 @@ pub fn run(args: &RenderArgs) -> anyhow::Result<()> {
         init_latent: args.init_latent.as_deref().map(read_latent).transpose()?,
         init_image,
         prompt_to: None,
+        regions: regions(&args.regions, pipeline.image_size())?,
     };
     let tokens = pipeline.tokenize(&args.prompt);
     if tokens.truncated {
@@ -318,6 +333,9 @@ pub fn run(args: &RenderArgs) -> anyhow::Result<()> {
     let image = pipeline.render(&request, &mut callback)?.context("the render was stopped")?;
     if !image.unknown_words.is_empty() {
         eprintln!("warning: the model does not know: {}", image.unknown_words.join(", "));
+    }
+    for note in &image.notes {
+        eprintln!("note: {note}");
     }
     if let Some(path) = &args.save_latent {
         write_latent(path, &image.latent)?;

@@ -670,6 +670,16 @@ pub fn render(params: &SceneParams, size: usize) -> Vec<f32> {
     c.into_values()
 }
 
+/// The rows water covers, as fractions of the height from the top: a lake from its far shore to
+/// its near shore's mean line, the sea from the horizon to the bottom; `None` on dry land.
+pub fn water_rows(p: &SceneParams) -> Option<(f32, f32)> {
+    match (p.water, Lake::new(p)) {
+        (Water::Sea, _) => Some((p.horizon, 1.0)),
+        (Water::Lake, Some(lake)) => Some((lake.top, lake.bottom.min(1.0))),
+        _ => None,
+    }
+}
+
 /// Everything at and below the horizon, back to front.
 fn paint_land(c: &mut Canvas, p: &SceneParams, look: &Look) {
     let lake = Lake::new(p);

@@ -12,6 +12,7 @@ use crate::core::{Guidance, SamplerKind, SamplerOptions, SeededNoise, TimestepSp
 use crate::edit_mask::{CellRule, EditMask};
 use crate::imageio::{read_image, resize, Rgb};
 use crate::models::pipeline::{InitImage, Pipeline, Request};
+use crate::models::regions::Region;
 use crate::sketch::Canvas;
 
 /// Where a model comes from.
@@ -86,6 +87,92 @@ impl LoraSpec {
         }
         Self { path: arg.into(), strength: 1.0 }
     }
+}
+
+/// Where a word region is painted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum RegionMask {
+    /// A picture, white inside (its mean brightness per pixel); any size, resampled.
+    File(PathBuf),
+    /// Word region `index` of a canvas.
+    Canvas {
+        /// The canvas.
+        canvas: Canvas,
+        /// Which of its regions.
+        index: usize,
+    },
+}
+
+/// Paint with words: a phrase and where it goes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegionSpec {
+    /// Where.
+    pub mask: RegionMask,
+    /// What.
+    pub phrase: String,
+    /// How strongly.
+    pub weight: f64,
+}
+
+impl RegionSpec {
+    /// `MASK.png:PHRASE[:WEIGHT]` as `--region` takes it: the file is everything up to the
+    /// first `:` after a `.png` (or the first `:`), a last `:NUMBER` is the weight
+    /// ([`DEFAULT_WEIGHT`](crate::models::regions::DEFAULT_WEIGHT) without one).
+    pub fn parse(arg: &str) -> Result<Self, String> {
+        let lower = arg.to_lowercase();
+        let split = lower.find(".png:").map(|i| i + 4).or_else(|| arg.find(':'));
+        let Some(split) = split else {
+            return Err(format!("--region {arg:?}: expected MASK.png:PHRASE[:WEIGHT]"));
+        };
+        let (file, rest) = (&arg[..split], &arg[split + 1..]);
+        let (phrase, weight) = match rest.rsplit_once(':') {
+            Some((phrase, w)) if w.trim().parse::<f64>().is_ok() => (phrase, w.trim().parse::<f64>().ok()),
+            _ => (rest, None),
+        };
+        let weight = weight.unwrap_or(crate::models::regions::DEFAULT_WEIGHT);
+        let max = crate::models::regions::MAX_WEIGHT;
+        if !(weight.is_finite() && (0.0..=max).contains(&weight)) {
+            return Err(format!("--region {arg:?}: weight {weight} is outside [0, {max}]"));
+        }
+        Ok(Self { mask: RegionMask::File(file.into()), phrase: phrase.trim().to_string(), weight })
+    }
+
+    /// Every shown word region of `canvas` with a phrase, as specs.
+    pub fn from_canvas(canvas: &Canvas) -> Vec<Self> {
+        canvas
+            .regions
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| !r.hidden)
+            .map(|(index, r)| Self {
+                mask: RegionMask::Canvas { canvas: canvas.clone(), index },
+                phrase: r.phrase.clone(),
+                weight: r.weight,
+            })
+            .collect()
+    }
+}
+
+/// A region spec read or painted at `width × height` (a mask file keeps its own size; the
+/// pipeline resamples it).
+pub fn region(spec: &RegionSpec, width: usize, height: usize) -> Result<Region, SpecError> {
+    let (w, h, coverage) = match &spec.mask {
+        RegionMask::File(path) => {
+            let image = read_image(path)?;
+            let coverage = image
+                .data
+                .chunks_exact(3)
+                .map(|p| (f32::from(p[0]) + f32::from(p[1]) + f32::from(p[2])) / (3.0 * 255.0))
+                .collect();
+            (image.width, image.height, coverage)
+        }
+        RegionMask::Canvas { canvas, index } => {
+            let raster = canvas.rasterize(width, height, None);
+            let cells = raster.regions.get(*index).map(|c| c.iter().map(|&v| f32::from(v) / 255.0).collect());
+            (width, height, cells.unwrap_or_else(|| vec![0.0; width * height]))
+        }
+    };
+    Ok(Region { width: w, height: h, coverage, phrase: spec.phrase.clone(), weight: spec.weight })
 }
 
 /// The built-in model's name on command lines and its folder under `assets/`.
@@ -191,6 +278,9 @@ pub struct RenderSpec {
     pub noise: NoiseSpec,
     /// SDEdit start.
     pub init: Option<InitSpec>,
+    /// Paint with words (older specs have none).
+    #[serde(default)]
+    pub regions: Vec<RegionSpec>,
 }
 
 impl RenderSpec {
@@ -336,6 +426,7 @@ pub fn request(spec: &RenderSpec, pipeline: &Pipeline) -> Result<Request, SpecEr
         init_latent: None,
         init_image,
         prompt_to: spec.prompt_to.clone(),
+        regions: spec.regions.iter().map(|r| region(r, size, size)).collect::<Result<_, _>>()?,
     })
 }
 
@@ -364,5 +455,47 @@ mod tests {
         assert_eq!(parsed("style.safetensors:0.6"), ("style.safetensors".into(), 0.6));
         assert_eq!(parsed("a:b.safetensors:-1.5"), ("a:b.safetensors".into(), -1.5));
         assert_eq!(parsed(r"C:\loras\style.safetensors"), (r"C:\loras\style.safetensors".into(), 1.0));
+    }
+
+    #[test]
+    fn a_region_argument_is_a_mask_a_phrase_and_an_optional_weight() {
+        let parsed = |arg: &str| {
+            let r = RegionSpec::parse(arg).unwrap();
+            let RegionMask::File(path) = r.mask else { unreachable!() };
+            (path.to_string_lossy().into_owned(), r.phrase, r.weight)
+        };
+        let default = crate::models::regions::DEFAULT_WEIGHT;
+        assert_eq!(parsed("sun.png:a bright sun"), ("sun.png".into(), "a bright sun".into(), default));
+        assert_eq!(parsed("sun.png:a bright sun:2.5"), ("sun.png".into(), "a bright sun".into(), 2.5));
+        assert_eq!(
+            parsed(r"C:\masks\Sun.PNG:a sun: at noon"),
+            (r"C:\masks\Sun.PNG".into(), "a sun: at noon".into(), default)
+        );
+        assert!(RegionSpec::parse("sun.png").is_err());
+        assert!(RegionSpec::parse("sun.png:a sun:-1").unwrap_err().contains("weight -1"));
+        assert!(RegionSpec::parse("sun.png:a sun:1e9").is_err());
+    }
+
+    #[test]
+    fn canvas_regions_become_specs_and_masks_of_their_strokes() {
+        use crate::sketch::{Layer, Stroke, Tool, WordRegion};
+        let mut canvas = Canvas { strokes: vec![], ..Canvas::default() };
+        canvas.regions = vec![
+            WordRegion { phrase: "a calm lake".into(), weight: 2.0, hidden: false },
+            WordRegion { phrase: "hidden".into(), weight: 1.0, hidden: true },
+        ];
+        canvas.push(Stroke {
+            layer: Layer::Region(0),
+            tool: Tool::Fill,
+            color: [0, 0, 0],
+            radius: 0.1,
+            points: vec![[0.5, 0.5, 1.0]],
+        });
+        let specs = RegionSpec::from_canvas(&canvas);
+        assert_eq!(specs.len(), 1, "hidden regions are left out");
+        assert_eq!((specs[0].phrase.as_str(), specs[0].weight), ("a calm lake", 2.0));
+        let r = region(&specs[0], 8, 8).unwrap();
+        assert_eq!((r.width, r.height), (8, 8));
+        assert!(r.coverage.iter().all(|&c| c == 1.0), "the fill covers the canvas");
     }
 }

@@ -7,5 +7,6 @@
 pub mod classifier;
 pub mod frechet;
 pub mod paintings;
+pub mod regions;
 pub mod sharpness;
 pub mod strokes;

@@ -3,7 +3,9 @@
 
 use super::node::{Node, SamplerNode, Sigmas, Spacing};
 use super::{Graph, NodeId, PinRef};
-use crate::engine::spec::{ImageSpec, InitSpec, LoraSpec, ModelSource, NoiseSpec, RenderSpec, VaeSpec};
+use crate::engine::spec::{
+    ImageSpec, InitSpec, LoraSpec, ModelSource, NoiseSpec, RegionSpec, RenderSpec, VaeSpec,
+};
 
 /// A problem that keeps an output from rendering, naming the node.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -132,6 +134,7 @@ impl Evaluator<'_> {
             prompt,
             negative,
             prompt_to: None,
+            regions: Vec::new(),
             sampler: algorithm,
             steps: None,
             spacing: None,
@@ -175,6 +178,9 @@ impl Evaluator<'_> {
                 _ => None,
             };
             spec.init = Some(InitSpec { image, strength, mask });
+        }
+        if let Some((_, _, Node::Canvas(canvas))) = self.input(sampler, 5)? {
+            spec.regions = RegionSpec::from_canvas(canvas);
         }
         Ok(spec)
     }
@@ -293,6 +299,26 @@ mod tests {
         assert_eq!(spec.noise, NoiseSpec::Seed(1));
         let init = spec.init.as_ref().map(|i| (i.strength, i.mask.is_some()));
         assert_eq!(init, Some((0.75, true)));
+    }
+
+    #[test]
+    fn the_canvas_word_regions_reach_the_sampler_through_its_regions_input() {
+        use crate::sketch::WordRegion;
+        let mut graph = Graph::first_start();
+        let canvas = id(&graph, "SDEdit Canvas");
+        if let Some(Node::Canvas(c)) = graph.node_mut(canvas) {
+            c.regions.push(WordRegion { phrase: "a bright sun".into(), ..WordRegion::default() });
+        }
+        let planned = plans(&graph);
+        let Ok(Plan { shown: Shown::Render(spec), .. }) = &planned[0].1 else { panic!("{:?}", planned[0].1) };
+        assert_eq!(spec.regions.len(), 1);
+        assert_eq!(spec.regions[0].phrase, "a bright sun");
+        // Unwired, the sampler renders without them.
+        let sampler = id(&graph, "Sampler");
+        graph.wires.retain(|w| w.to != PinRef { node: sampler, pin: 5 });
+        let unwired = plans(&graph);
+        let Ok(Plan { shown: Shown::Render(spec), .. }) = &unwired[0].1 else { panic!("{:?}", unwired[0].1) };
+        assert!(spec.regions.is_empty());
     }
 
     #[test]

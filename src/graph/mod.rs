@@ -131,7 +131,7 @@ pub struct Graph {
 
 impl Graph {
     /// What the studio shows on first start: Model → Prompt → Sampler → Output with a
-    /// Schedule, and an SDEdit canvas wired into the sampler's init image and mask.
+    /// Schedule, and an SDEdit canvas wired into the sampler's init image, mask and regions.
     pub fn first_start() -> Self {
         let mut graph = Graph::default();
         // Two columns, sources left and the sampler right, so the graph stays readable in the
@@ -141,13 +141,14 @@ impl Graph {
         let schedule = graph.add(Node::Schedule(Default::default()), [0.0, 170.0]);
         let canvas = graph.add(Node::Canvas(Default::default()), [0.0, 260.0]);
         let sampler = graph.add(Node::Sampler(Default::default()), [370.0, 110.0]);
-        let output = graph.add(Node::Output(Default::default()), [370.0, 270.0]);
+        let output = graph.add(Node::Output(Default::default()), [370.0, 300.0]);
         let wires = [
             (model, 0, prompt, 0),
             (prompt, 0, sampler, 0),
             (schedule, 0, sampler, 1),
             (canvas, 0, sampler, 3),
             (canvas, 1, sampler, 4),
+            (canvas, 2, sampler, 5),
             (sampler, 0, output, 0),
         ];
         for (from, out, to, input) in wires {
@@ -288,12 +289,13 @@ mod tests {
     #[test]
     fn the_first_start_graph_is_wired_model_prompt_sampler_output_with_a_canvas() {
         let g = Graph::first_start();
-        assert_eq!(g.wires.len(), 6);
+        assert_eq!(g.wires.len(), 7);
         let sampler = find(&g, "Sampler");
         let src = |pin| g.source(PinRef { node: sampler, pin }).map(|p| g.node(p.node).map(Node::title));
         assert_eq!(src(0), Some(Some("Prompt")));
         assert_eq!(src(3), Some(Some("SDEdit Canvas")));
         assert_eq!(src(4), Some(Some("SDEdit Canvas")));
+        assert_eq!(src(5), Some(Some("SDEdit Canvas")), "the canvas's word regions");
         assert!(g.validate().is_ok());
     }
 

@@ -23,6 +23,8 @@ pub enum PinType {
     Image,
     /// Where an edit may change the picture.
     Mask,
+    /// Word regions: phrases painted onto parts of the picture.
+    Regions,
 }
 
 impl PinType {
@@ -35,6 +37,7 @@ impl PinType {
             Self::Latent => "latent",
             Self::Image => "image",
             Self::Mask => "mask",
+            Self::Regions => "regions",
         }
     }
 }
@@ -358,6 +361,7 @@ impl Node {
                 optional!("noise", Latent),
                 optional!("init image", Image),
                 optional!("mask", Mask),
+                optional!("regions", Regions),
             ],
             Self::Canvas(_) => &[optional!("base image", Image)],
             Self::Invert(_) => &[pin!("conditioning", Conditioning), pin!("image", Image)],
@@ -374,7 +378,7 @@ impl Node {
             Self::Prompt(_) => &[pin!("conditioning", Conditioning)],
             Self::Schedule(_) => &[pin!("schedule", Schedule)],
             Self::Sampler(_) => &[pin!("image", Image)],
-            Self::Canvas(_) => &[pin!("image", Image), pin!("mask", Mask)],
+            Self::Canvas(_) => &[pin!("image", Image), pin!("mask", Mask), pin!("regions", Regions)],
             Self::Image(_) => &[pin!("image", Image)],
             Self::Invert(_) | Self::Interpolate(_) => &[pin!("latent", Latent)],
             Self::Output(_) => &[],

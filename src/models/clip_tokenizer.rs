@@ -172,6 +172,11 @@ impl ClipTokenizer {
         self.max_len
     }
 
+    /// The end-of-text id, which closes every prompt's tokens.
+    pub fn eos(&self) -> u32 {
+        self.eos
+    }
+
     fn bpe(&self, word: &str) -> Vec<String> {
         let chars: Vec<char> = word.chars().collect();
         let Some((last, rest)) = chars.split_last() else {

@@ -495,6 +495,37 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, mask: Option<
     probs.matmul(&v)?.transpose(1, 2)?.reshape((b, n, dim))
 }
 
+/// Attention with paint-with-words' extra scores: `bias` `[n, m]` (region weights per query
+/// position and key token) times `strength · max(QKᵀ)` is added to the unscaled scores, the
+/// maximum taken over the whole score tensor, before the usual scaling and softmax.
+pub fn attention_with_bias(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    heads: usize,
+    bias: &Tensor,
+    strength: f64,
+) -> Result<Tensor> {
+    let (b, n, dim) = q.dims3()?;
+    let m = k.dim(1)?;
+    if heads == 0 || !dim.is_multiple_of(heads) {
+        candle_core::bail!("attention: {dim} channels cannot be split into {heads} heads");
+    }
+    if bias.dims() != [n, m] {
+        candle_core::bail!("attention: a bias of {:?} for {n} queries and {m} keys", bias.dims());
+    }
+    let d = dim / heads;
+    let split = |t: &Tensor, len: usize| t.reshape((b, len, heads, d))?.transpose(1, 2)?.contiguous();
+    let (q, k, v) = (split(q, n)?, split(k, m)?, split(v, m)?);
+    let scores = q.matmul(&k.t()?)?;
+    let top = scores.to_dtype(DType::F32)?.max_all()?.to_scalar::<f32>()?;
+    let extra = (bias.to_dtype(scores.dtype())? * (strength * f64::from(top)))?;
+    let scores = (scores.broadcast_add(&extra)? * (1.0 / (d as f64).sqrt()))?;
+    let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
+    record_flops(4 * (b * heads * n * m * d) as u64);
+    probs.matmul(&v)?.transpose(1, 2)?.reshape((b, n, dim))
+}
+
 /// Query rows per block of attention scores over `keys` keys: about 1 MiB of scores (at least 16
 /// rows), which stays in cache between the two products.
 fn attention_rows(keys: usize) -> usize {

@@ -15,6 +15,7 @@ pub mod lora;
 pub mod pipeline;
 pub mod pool;
 pub mod preview;
+pub mod regions;
 pub mod single_file;
 pub mod tiny_vae;
 pub mod tokenizer;

@@ -14,6 +14,7 @@ use super::clip::{ClipTextConfig, ClipTextModel};
 use super::clip_tokenizer::ClipTokenizer;
 use super::kept_weights::{build_keeping, var_builder, Weights};
 use super::lora::{merge, LoraFile, LoraPart, LoraReport};
+use super::regions::{find_phrase, noise_strength, CrossAttentionBias, Region, RegionMaps};
 use super::tokenizer::WordTokenizer;
 use super::unet::{guidance_embedding, UNet, UNetConfig};
 use crate::cache::LruCache;
@@ -193,6 +194,32 @@ impl PromptTokenizer {
             .map_err(|e| PipelineError::Unsupported { path: e.path.into(), reason: e.reason })
     }
 
+    /// The ids a text stands for, without the start, end and padding tokens, cut where the
+    /// encoder's positions end.
+    fn content(&self, text: &str) -> Vec<u32> {
+        let ids = self.encode(text).ids;
+        match self {
+            Self::Word(_) => ids.into_iter().take_while(|&id| id != super::tokenizer::PAD_ID).collect(),
+            Self::Clip(t) => ids.into_iter().skip(1).take_while(|&id| id != t.eos()).collect(),
+        }
+    }
+
+    /// The position of a text's first token (after CLIP's start token).
+    fn offset(&self) -> usize {
+        match self {
+            Self::Word(_) => 0,
+            Self::Clip(_) => 1,
+        }
+    }
+
+    /// How many tokens of text fit.
+    fn room(&self) -> usize {
+        match self {
+            Self::Word(t) => t.max_len(),
+            Self::Clip(t) => t.max_len().saturating_sub(2),
+        }
+    }
+
     fn encode(&self, prompt: &str) -> Tokens {
         match self {
             Self::Word(t) => {
@@ -279,6 +306,8 @@ pub struct Request {
     pub init_image: Option<InitImage>,
     /// Interpolate the conditioning toward a second prompt: (prompt, t in [0, 1]).
     pub prompt_to: Option<(String, f64)>,
+    /// Paint with words: phrases tied to regions of the picture.
+    pub regions: Vec<Region>,
 }
 
 /// A finished image.
@@ -308,6 +337,41 @@ struct UNetNetwork<'a> {
     /// An inpainting model's extra input channels (mask, masked-picture latent), `[1, 5, h, w]`,
     /// joined to every batch item after the latent.
     extra: Option<Tensor>,
+    /// Paint with words' region maps, applied where the batch item's context is this one.
+    regions: Option<PaintedWords>,
+}
+
+/// Paint with words during a render: the region maps, the conditional context they apply to
+/// (the unconditional pass is left alone) and the schedule that gives each step's σ.
+struct PaintedWords {
+    maps: Arc<RegionMaps>,
+    cond: Tensor,
+    alphas_cumprod: Vec<f64>,
+}
+
+impl PaintedWords {
+    /// The bias of one UNet call at `timestep` on a batch of `context`s.
+    fn bias(&self, context: &Tensor, timestep: f64) -> crate::core::Result<CrossAttentionBias> {
+        let cond = self.cond.get(0)?;
+        let strength = noise_strength(self.alpha_bar(timestep));
+        let strengths = (0..context.dim(0)?)
+            .map(|i| {
+                let diff = (context.get(i)? - &cond)?.abs()?.max_all()?.to_dtype(DType::F32)?;
+                Ok(if diff.to_scalar::<f32>()? == 0.0 { strength } else { 0.0 })
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Ok(CrossAttentionBias::new(self.maps.clone(), strengths))
+    }
+
+    /// ᾱ at a (possibly fractional) training timestep, linearly between the table's entries.
+    fn alpha_bar(&self, timestep: f64) -> f64 {
+        let table = &self.alphas_cumprod;
+        let last = table.len().saturating_sub(1);
+        let t = timestep.clamp(0.0, last as f64);
+        let (lo, hi) = (t.floor() as usize, (t.ceil() as usize).min(last));
+        let f = t - lo as f64;
+        table.get(lo).zip(table.get(hi)).map_or(1.0, |(a, b)| a * (1.0 - f) + b * f)
+    }
 }
 
 impl Network for UNetNetwork<'_> {
@@ -333,7 +397,8 @@ impl Network for UNetNetwork<'_> {
             }
             None => x.clone(),
         };
-        Ok(self.unet.forward_guided(&x, &t, context, guidance.as_ref())?)
+        let bias = self.regions.as_ref().map(|r| r.bias(context, timestep)).transpose()?;
+        Ok(self.unet.forward_with_regions(&x, &t, context, guidance.as_ref(), bias.as_ref())?)
     }
 }
 
@@ -717,6 +782,60 @@ impl Pipeline {
         self.tokenizer.encode(prompt)
     }
 
+    /// The tokens a render with `regions` conditions on, and each used region's token positions
+    /// (by index into `regions`). A phrase found in the prompt (or an earlier region) uses
+    /// those tokens; a new one is appended, as far as the encoder's positions reach. Regions
+    /// with no phrase or nothing painted, and phrases cut, get a note.
+    fn region_tokens(
+        &self,
+        prompt: &str,
+        regions: &[Region],
+        notes: &mut Vec<String>,
+    ) -> (Tokens, Vec<(usize, Vec<usize>)>) {
+        let t = &self.tokenizer;
+        let (offset, room) = (t.offset(), t.room());
+        let mut content = t.content(prompt);
+        let mut text = prompt.to_string();
+        let mut columns = Vec::new();
+        for (i, region) in regions.iter().enumerate() {
+            let name = format!("region {} ({:?})", i + 1, region.phrase.trim());
+            if region.phrase.trim().is_empty() {
+                notes.push(format!("region {}: no phrase; ignored", i + 1));
+                continue;
+            }
+            if region.is_empty() || region.weight == 0.0 {
+                notes.push(format!("{name}: nothing painted or weight 0; ignored"));
+                continue;
+            }
+            let phrase = t.content(&region.phrase);
+            if let Some(found) = find_phrase(&content, &phrase) {
+                columns.push((i, found.into_iter().map(|p| p + offset).collect()));
+                continue;
+            }
+            let start = content.len();
+            let kept: Vec<usize> = (start..start + phrase.len()).filter(|&p| p < room).collect();
+            if t.encode(&format!("{text} {}", region.phrase)).truncated {
+                let what = if kept.is_empty() {
+                    "dropped".to_string()
+                } else {
+                    format!("cut to {} tokens", kept.len())
+                };
+                notes.push(format!("{name}: {what}; the text encoder reads {room} tokens of text"));
+            }
+            if kept.is_empty() {
+                continue;
+            }
+            content.extend(&phrase[..kept.len()]);
+            text.push(' ');
+            text.push_str(&region.phrase);
+            columns.push((i, kept.into_iter().map(|p| p + offset).collect()));
+        }
+        let mut tokens = self.tokenize(&text);
+        // The prompt's own cut is reported as ever; phrases cut have their notes.
+        tokens.truncated = self.tokenize(prompt).truncated;
+        (tokens, columns)
+    }
+
     fn encode(&self, tokens: &Tokens) -> Result<Tensor, PipelineError> {
         if let Some(hit) = self.conditionings.lock().ok().and_then(|mut c| c.get(&tokens.ids)) {
             return Ok(hit);
@@ -792,15 +911,26 @@ impl Pipeline {
         callback: &mut StepCallback<'_>,
     ) -> Result<Option<Rendered>, PipelineError> {
         let (lw, lh) = self.latent_size(request.size)?;
-        let tokens = self.tokenize(&request.prompt);
+        let mut notes = Vec::new();
+        let (tokens, columns) = self.region_tokens(&request.prompt, &request.regions, &mut notes);
         let mut cond = self.encode(&tokens)?;
         if let Some((other, t)) = &request.prompt_to {
             cond = lerp(&cond, &self.encode(&self.tokenize(other))?, *t)?;
         }
         let uncond = self.encode(&self.tokenize(&request.negative))?;
         let sampler = request.sampler.build(&self.scheduler, request.steps, &request.options)?;
+        let mut painted = None;
+        if !columns.is_empty() {
+            let columns: Vec<(&Region, Vec<usize>)> =
+                columns.into_iter().map(|(i, p)| (&request.regions[i], p)).collect();
+            let levels = self.unet.config().block_out_channels.len();
+            let maps = RegionMaps::new(&columns, cond.dim(1)?, (lw, lh), levels, self.dtype, &self.device)?;
+            let alphas_cumprod =
+                crate::core::NoiseSchedule::from_config(&self.scheduler)?.alphas_cumprod().to_vec();
+            painted = Some(PaintedWords { maps: Arc::new(maps), cond: cond.clone(), alphas_cumprod });
+        }
         let (mut network, conditioning) = self.guided(cond, uncond, request.guidance)?;
-        let mut notes = Vec::new();
+        network.regions = painted;
         if self.inpainting() {
             network.extra = Some(self.inpainting_input(request.init_image.as_ref(), (lw, lh), &mut notes)?);
         }
@@ -917,7 +1047,7 @@ impl Pipeline {
         guidance: Guidance,
     ) -> Result<(UNetNetwork<'_>, Conditioning), PipelineError> {
         let Some(dim) = self.unet.config().time_cond_proj_dim else {
-            let network = UNetNetwork { unet: &self.unet, guidance: None, extra: None };
+            let network = UNetNetwork { unet: &self.unet, guidance: None, extra: None, regions: None };
             return Ok((network, Conditioning::Guided { cond, uncond, guidance }));
         };
         guidance.validate()?;
@@ -931,7 +1061,7 @@ impl Pipeline {
             }
         }
         let row = guidance_embedding(&[guidance.scale], dim, &self.device)?.to_dtype(self.dtype)?;
-        let network = UNetNetwork { unet: &self.unet, guidance: Some(row), extra: None };
+        let network = UNetNetwork { unet: &self.unet, guidance: Some(row), extra: None, regions: None };
         Ok((network, Conditioning::Guided { cond, uncond, guidance: Guidance::none() }))
     }
 

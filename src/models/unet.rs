@@ -10,9 +10,10 @@ use serde::{Deserialize, Serialize};
 use super::config_limits::{within, MAX_CHANNELS, MAX_LATENT_SIDE, MAX_LEVELS};
 use super::gemm::plain_f32;
 use super::layers::{
-    attention, conv, geglu, group_norm, linear, linear_no_bias, swap_last_two, Conv2d, GroupNorm, LayerNorm,
-    Linear, Resnet,
+    attention, attention_with_bias, conv, geglu, group_norm, linear, linear_no_bias, swap_last_two, Conv2d,
+    GroupNorm, LayerNorm, Linear, Resnet,
 };
+use super::regions::CrossAttentionBias;
 
 /// The fields of a diffusers UNet `config.json` this network reads.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -131,6 +132,34 @@ impl Attention {
         let (k, v) = (self.to_k.forward(context)?, self.to_v.forward(context)?);
         self.to_out.forward(&attention(&q, &k, &v, self.heads, None)?)
     }
+
+    /// Cross-attention over a `w × h` map with paint-with-words' bias on the batch items it
+    /// applies to (the others, and maps it has no resolution for, attend plainly).
+    fn forward_regions(
+        &self,
+        x: &Tensor,
+        context: &Tensor,
+        bias: Option<&CrossAttentionBias>,
+        (w, h): (usize, usize),
+    ) -> Result<Tensor> {
+        let Some(bias) = bias.filter(|b| b.any() && b.covers(w, h)) else {
+            return self.forward(x, context);
+        };
+        let q = self.to_q.forward(x)?;
+        let (k, v) = (self.to_k.forward(context)?, self.to_v.forward(context)?);
+        let items = (0..x.dim(0)?)
+            .map(|i| {
+                let (q, k, v) = (q.narrow(0, i, 1)?, k.narrow(0, i, 1)?, v.narrow(0, i, 1)?);
+                match bias.map(w, h, i)? {
+                    Some(map) if bias.strength(i) != 0.0 => {
+                        attention_with_bias(&q, &k, &v, self.heads, &map, bias.strength(i))
+                    }
+                    _ => attention(&q, &k, &v, self.heads, None),
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.to_out.forward(&Tensor::cat(&items, 0)?)
+    }
 }
 
 /// diffusers' `BasicTransformerBlock`: self-attention, cross-attention, GEGLU feed-forward.
@@ -159,10 +188,16 @@ impl TransformerBlock {
         })
     }
 
-    fn forward(&self, x: &Tensor, context: &Tensor) -> Result<Tensor> {
+    fn forward(
+        &self,
+        x: &Tensor,
+        context: &Tensor,
+        bias: Option<&CrossAttentionBias>,
+        size: (usize, usize),
+    ) -> Result<Tensor> {
         let n = self.norm1.forward(x)?;
         let x = (x + self.attn1.forward(&n, &n)?)?;
-        let x = (&x + self.attn2.forward(&self.norm2.forward(&x)?, context)?)?;
+        let x = (&x + self.attn2.forward_regions(&self.norm2.forward(&x)?, context, bias, size)?)?;
         let h = geglu(&self.ff_in.forward(&self.norm3.forward(&x)?)?)?;
         &x + self.ff_out.forward(&h)?
     }
@@ -207,7 +242,7 @@ impl SpatialTransformer {
         })
     }
 
-    fn forward(&self, x: &Tensor, context: &Tensor) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, context: &Tensor, bias: Option<&CrossAttentionBias>) -> Result<Tensor> {
         let (b, ch, h, w) = x.dims4()?;
         let n = self.norm.forward(x)?;
         let to_tokens = |t: Tensor| swap_last_two(&t.flatten_from(2)?);
@@ -215,7 +250,7 @@ impl SpatialTransformer {
             Projection::Conv(p) => to_tokens(p.forward(&n)?)?,
             Projection::Linear(p) => p.forward(&to_tokens(n)?)?,
         };
-        let tokens = self.block.forward(&tokens, context)?;
+        let tokens = self.block.forward(&tokens, context, bias, (w, h))?;
         let to_map = |t: Tensor| swap_last_two(&t)?.reshape((b, ch, h, w));
         let out = match &self.proj_out {
             Projection::Conv(p) => p.forward(&to_map(tokens)?)?,
@@ -503,7 +538,19 @@ impl UNet {
         context: &Tensor,
         guidance: Option<&Tensor>,
     ) -> Result<Tensor> {
-        super::pool::on_pool(|| self.forward_on_pool(x, timesteps, context, guidance))
+        self.forward_with_regions(x, timesteps, context, guidance, None)
+    }
+
+    /// [`UNet::forward_guided`] with paint-with-words' cross-attention bias (`None`: none).
+    pub fn forward_with_regions(
+        &self,
+        x: &Tensor,
+        timesteps: &Tensor,
+        context: &Tensor,
+        guidance: Option<&Tensor>,
+        bias: Option<&CrossAttentionBias>,
+    ) -> Result<Tensor> {
+        super::pool::on_pool(|| self.forward_on_pool(x, timesteps, context, guidance, bias))
     }
 
     fn forward_on_pool(
@@ -512,6 +559,7 @@ impl UNet {
         timesteps: &Tensor,
         context: &Tensor,
         guidance: Option<&Tensor>,
+        bias: Option<&CrossAttentionBias>,
     ) -> Result<Tensor> {
         let batch = x.dim(0)?;
         if batch >= 2 && candle_core::utils::get_num_threads() >= 2 && plain_f32(&[x, context]) {
@@ -520,17 +568,19 @@ impl UNet {
             let half = batch / 2;
             let part = |from: usize, len: usize| {
                 let guidance = guidance.map(|g| g.narrow(0, from, len)).transpose()?;
+                let bias = bias.map(|b| b.narrow(from, len));
                 self.forward_batch(
                     &x.narrow(0, from, len)?,
                     &timesteps.narrow(0, from, len)?,
                     &context.narrow(0, from, len)?,
                     guidance.as_ref(),
+                    bias.as_ref(),
                 )
             };
             let (first, second) = rayon::join(|| part(0, half), || part(half, batch - half));
             return Tensor::cat(&[first?, second?], 0);
         }
-        self.forward_batch(x, timesteps, context, guidance)
+        self.forward_batch(x, timesteps, context, guidance, bias)
     }
 
     /// [`UNet::forward`] on the calling thread.
@@ -540,6 +590,7 @@ impl UNet {
         timesteps: &Tensor,
         context: &Tensor,
         guidance: Option<&Tensor>,
+        bias: Option<&CrossAttentionBias>,
     ) -> Result<Tensor> {
         let temb = self.time.forward(&timesteps.to_dtype(x.dtype())?, guidance)?.silu()?;
         let mut h = self.conv_in.forward(x)?;
@@ -548,7 +599,7 @@ impl UNet {
             for (j, resnet) in level.resnets.iter().enumerate() {
                 h = resnet.forward(&h, Some(&temb))?;
                 if let Some(attn) = level.attentions.get(j) {
-                    h = attn.forward(&h, context)?;
+                    h = attn.forward(&h, context, bias)?;
                 }
                 skips.push(h.clone());
             }
@@ -558,7 +609,7 @@ impl UNet {
             }
         }
         h = self.mid_resnets[0].forward(&h, Some(&temb))?;
-        h = self.mid_attention.forward(&h, context)?;
+        h = self.mid_attention.forward(&h, context, bias)?;
         h = self.mid_resnets[1].forward(&h, Some(&temb))?;
         for level in &self.up {
             for (j, resnet) in level.resnets.iter().enumerate() {
@@ -566,7 +617,7 @@ impl UNet {
                     skips.pop().ok_or_else(|| candle_core::Error::Msg("UNet skip stack underflow".into()))?;
                 h = resnet.forward(&Tensor::cat(&[&h, &skip], 1)?, Some(&temb))?;
                 if let Some(attn) = level.attentions.get(j) {
-                    h = attn.forward(&h, context)?;
+                    h = attn.forward(&h, context, bias)?;
                 }
             }
             if let Some(up) = &level.resample {

@@ -28,10 +28,12 @@ use super::train::{
     stroke_pictures, write_json, Meter, Progress, TrainError, TrainState, STATE_FILE, STROKE_T_MAX,
     STROKE_T_MIN, TEXT_WEIGHTS, TRAIN_SEED_BASE, UNET_RAW, UNET_WEIGHTS, VAE_WEIGHTS,
 };
+use super::words::WordsBatch;
 use crate::core::samplers::boundary_condition;
 use crate::core::NoiseSchedule;
 use crate::models::clip::ClipTextModel;
 use crate::models::pipeline::DEFAULTS_FILE;
+use crate::models::regions::CrossAttentionBias;
 use crate::models::tiny_vae::TinyVae;
 use crate::models::unet::{guidance_embedding, UNet};
 
@@ -66,6 +68,10 @@ pub struct DistillOptions {
     pub checkpoint_every: usize,
     /// When done, rewrite the weights in f16 (how `assets/builtin-live` ships them).
     pub half: bool,
+    /// Paint-with-words lessons in every batch (for a teacher trained with the words stage):
+    /// teacher, target and student all see the region bias, so the student learns the
+    /// teacher's answer to a painted phrase.
+    pub words: bool,
 }
 
 /// Where a run stands.
@@ -219,6 +225,9 @@ pub fn distill(opts: &DistillOptions, report: &mut dyn FnMut(&Progress)) -> Resu
         let seed = TRAIN_SEED_BASE + (5 << 24) + (state.step * b) as u64;
         let (images, ids) = batch(seed, b, &tokenizer, &device)?;
         let ids = ids.index_select(&caption_order(b, strokes, &device)?, 0)?;
+        let lessons =
+            if opts.words { Some(WordsBatch::new(&ids, seed, strokes / 2, &tokenizer)?) } else { None };
+        let ids = lessons.as_ref().map_or(ids, |l| l.ids.clone());
         let scenes = (vae.encode(&images)? * scaling)?;
         let painted = (vae.encode(&stroke_pictures(&images, strokes, seed)?)? * scaling)?;
         let x0 = Tensor::cat(&[painted, scenes.narrow(0, strokes, b - strokes)?], 0)?;
@@ -251,16 +260,22 @@ pub fn distill(opts: &DistillOptions, report: &mut dyn FnMut(&Progress)) -> Resu
         let times =
             |ts: &[usize]| Tensor::from_vec(ts.iter().map(|&t| t as f32).collect::<Vec<_>>(), b, &device);
         let (time_hi, time_lo) = (times(&t_hi)?, times(&t_lo)?);
+        let bias = |ts: &[usize], uncond_first: bool| -> candle_core::Result<Option<CrossAttentionBias>> {
+            let alphas: Vec<f64> = ts.iter().map(|&t| schedule.alpha_bar(t)).collect();
+            lessons.as_ref().map_or(Ok(None), |l| l.bias(&alphas, uncond_first))
+        };
         let w_embedding = guidance_embedding(&scales, GUIDANCE_EMBEDDING, &device)?;
 
         let noise = x0.randn_like(0.0, 1.0)?;
         let x_hi = (x0.broadcast_mul(&a_hi.sqrt()?)? + noise.broadcast_mul(&(1.0 - &a_hi)?.sqrt()?)?)?;
 
         // The teacher's guided DDIM step from t to t − 20 (one batched pass, uncond then cond).
-        let both = teacher.forward(
+        let both = teacher.forward_with_regions(
             &Tensor::cat(&[&x_hi, &x_hi], 0)?,
             &Tensor::cat(&[&time_hi, &time_hi], 0)?,
             &Tensor::cat(&[&uncond, &context], 0)?,
+            None,
+            bias(&t_hi, true)?.as_ref(),
         )?;
         let (eps_u, eps_c) = (both.narrow(0, 0, b)?, both.narrow(0, b, b)?);
         let s = column(&scales, &device)?;
@@ -271,10 +286,22 @@ pub fn distill(opts: &DistillOptions, report: &mut dyn FnMut(&Progress)) -> Resu
 
         // The target network (no gradient) at t − 20.
         let target_net = frozen_unet(target.tensors(), true)?;
-        let eps_target = target_net.forward_guided(&x_lo, &time_lo, &context, Some(&w_embedding))?;
+        let eps_target = target_net.forward_with_regions(
+            &x_lo,
+            &time_lo,
+            &context,
+            Some(&w_embedding),
+            bias(&t_lo, false)?.as_ref(),
+        )?;
         let answer = consistency(&x_lo, &clean(&x_lo, &eps_target, &a_lo)?, &skip_lo, &out_lo)?.detach();
 
-        let eps_student = student.forward_guided(&x_hi, &time_hi, &context, Some(&w_embedding))?;
+        let eps_student = student.forward_with_regions(
+            &x_hi,
+            &time_hi,
+            &context,
+            Some(&w_embedding),
+            bias(&t_hi, false)?.as_ref(),
+        )?;
         let guess = consistency(&x_hi, &clean(&x_hi, &eps_student, &a_hi)?, &skip_hi, &out_hi)?;
         let loss = (((&guess - &answer)?.sqr()? + HUBER_C * HUBER_C)?.sqrt()? - HUBER_C)?
             .mean(D::Minus1)?

@@ -5,3 +5,4 @@ pub mod discriminator;
 pub mod distill;
 pub mod ema;
 pub mod train;
+pub mod words;

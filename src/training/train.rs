@@ -18,6 +18,7 @@ use super::builtin::{
 };
 use super::discriminator::{discriminator_loss, generator_loss, PatchDiscriminator};
 use super::ema::Ema;
+use super::words::WordsBatch;
 use crate::core::NoiseSchedule;
 use crate::dataset::scenes::scene;
 use crate::dataset::vocabulary::WORDS;
@@ -71,8 +72,12 @@ pub struct TrainOptions {
     /// Steps of the stroke stage, after the UNet's: half of each batch are stroke pictures of
     /// their scenes, noised, with the scene as the answer (see [`DiffusionStage::Strokes`]).
     pub stroke_steps: usize,
-    /// Peak learning rate of the stroke stage.
+    /// Peak learning rate of the stroke stage (and of the words stage).
     pub stroke_learning_rate: f64,
+    /// Steps of the words stage, after the stroke stage: the stroke stage's batches, with
+    /// paint with words' bias on the phrase of the sun, moon or water where it is in the
+    /// scenes that have one (see [`super::words`]).
+    pub words_steps: usize,
     /// Decoder fine-tuning steps, run last: the encoder (and so the latent space the UNet learnt)
     /// stays frozen while the decoder learns to draw sharper pictures from it.
     pub decoder_steps: usize,
@@ -104,6 +109,8 @@ pub struct TrainState {
     pub unet_step: usize,
     /// Stroke-stage steps done.
     pub stroke_step: usize,
+    /// Words-stage steps done.
+    pub words_step: usize,
     /// Decoder fine-tuning steps done.
     pub decoder_step: usize,
     /// 1 / std of the latents, measured when the UNet stage starts.
@@ -123,6 +130,10 @@ enum DiffusionStage {
     /// dropping what was painted (a lake band kept 4% of its contrast at strength 0.5). Half of the
     /// stroke pictures carry another scene's caption ([`caption_order`]).
     Strokes,
+    /// The stroke stage's batches, and in the examples whose scene has a sun, moon or water (and
+    /// whose caption is their own), paint with words' bias on that phrase's tokens where the
+    /// thing is ([`super::words::lesson`]).
+    Words,
 }
 
 impl DiffusionStage {
@@ -130,6 +141,7 @@ impl DiffusionStage {
         match self {
             Self::Scenes => "unet",
             Self::Strokes => "strokes",
+            Self::Words => "words",
         }
     }
 
@@ -138,6 +150,7 @@ impl DiffusionStage {
         match self {
             Self::Scenes => (opts.unet_steps, opts.learning_rate),
             Self::Strokes => (opts.stroke_steps, opts.stroke_learning_rate),
+            Self::Words => (opts.words_steps, opts.stroke_learning_rate),
         }
     }
 
@@ -146,6 +159,7 @@ impl DiffusionStage {
         match self {
             Self::Scenes => &mut state.unet_step,
             Self::Strokes => &mut state.stroke_step,
+            Self::Words => &mut state.words_step,
         }
     }
 
@@ -153,7 +167,7 @@ impl DiffusionStage {
     fn stroke_examples(self, batch: usize) -> usize {
         match self {
             Self::Scenes => 0,
-            Self::Strokes => batch / 2,
+            Self::Strokes | Self::Words => batch / 2,
         }
     }
 
@@ -162,6 +176,7 @@ impl DiffusionStage {
         match self {
             Self::Scenes => TRAIN_SEED_BASE + (1 << 24),
             Self::Strokes => TRAIN_SEED_BASE + (3 << 24),
+            Self::Words => TRAIN_SEED_BASE + (7 << 24),
         }
     }
 }
@@ -505,7 +520,7 @@ pub fn train(opts: &TrainOptions, report: &mut dyn FnMut(&Progress)) -> Result<T
             s
         }
     };
-    let averaged = state.unet_step + state.stroke_step;
+    let averaged = state.unet_step + state.stroke_step + state.words_step;
     let mut ema_unet = Ema::new(&unet_map, averaged)?;
     let mut ema_text = Ema::new(&text_map, averaged)?;
     if opts.resume && opts.out.join(UNET_RAW).exists() {
@@ -513,7 +528,7 @@ pub fn train(opts: &TrainOptions, report: &mut dyn FnMut(&Progress)) -> Result<T
         ema_text.load(&opts.out.join(TEXT_WEIGHTS))?;
     }
     let pad = Tensor::full(PAD_ID, (1, MAX_TOKENS), &device)?;
-    for stage in [DiffusionStage::Scenes, DiffusionStage::Strokes] {
+    for stage in [DiffusionStage::Scenes, DiffusionStage::Strokes, DiffusionStage::Words] {
         let (steps, peak) = stage.plan(opts);
         if *stage.done(&mut state) >= steps {
             continue;
@@ -558,8 +573,18 @@ pub fn train(opts: &TrainOptions, report: &mut dyn FnMut(&Progress)) -> Result<T
             let a = alphas.index_select(&t.to_dtype(DType::U32)?, 0)?.reshape((b, 1, 1, 1))?;
             let noise = inputs.randn_like(0.0, 1.0)?;
             let (x_t, target) = noised_and_target(&inputs, &targets, &noise, &a)?;
+            let (ids, bias) = match stage {
+                DiffusionStage::Words => {
+                    let lessons = WordsBatch::new(&ids, seed, strokes / 2, &tokenizer)?;
+                    let alphas: Vec<f64> =
+                        a.flatten_all()?.to_vec1::<f32>()?.into_iter().map(f64::from).collect();
+                    let bias = lessons.bias(&alphas, false)?;
+                    (lessons.ids, bias)
+                }
+                _ => (ids, None),
+            };
             let context = text.forward(&ids)?;
-            let pred = unet.forward(&x_t, &t, &context)?;
+            let pred = unet.forward_with_regions(&x_t, &t, &context, None, bias.as_ref())?;
             let loss = (&pred - &target)?.sqr()?.mean(D::Minus1)?.mean_all()?;
             opt.set_learning_rate(learning_rate(peak, step, steps, first));
             opt.backward_step(&loss)?;
@@ -596,7 +621,7 @@ pub fn train(opts: &TrainOptions, report: &mut dyn FnMut(&Progress)) -> Result<T
                 save_as(map, &opts.out.join(rel), DType::F16)?;
             }
         }
-        if state.unet_step + state.stroke_step > 0 {
+        if state.unet_step + state.stroke_step + state.words_step > 0 {
             ema_unet.save(&opts.out.join(UNET_WEIGHTS), DType::F16)?;
             ema_text.save(&opts.out.join(TEXT_WEIGHTS), DType::F16)?;
         }

@@ -1,13 +1,16 @@
 //! The SDEdit canvas widget: paint strokes with the mouse or a pen (pressure when the device
 //! reports it), erase, fill, pick colours from swatches of the model's world, undo/redo, clear,
-//! and toggle between the picture and the mask layer.
+//! and choose the layer: the picture, the mask, or a word region (paint with words: a phrase
+//! painted onto part of the picture, each region its own colour, named, weighted, hidden or
+//! removed in the region list).
 
 use std::sync::Arc;
 
 use egui::{Color32, Pos2, Rect, Sense, Stroke as Line, Ui};
 
 use crate::background::{Pending, Worker};
-use crate::sketch::{Canvas, Layer, Raster, Stroke, Tool, SWATCHES};
+use crate::models::regions::MAX_WEIGHT;
+use crate::sketch::{Canvas, Layer, Raster, Stroke, Tool, WordRegion, MAX_PHRASE_CHARS, SWATCHES};
 
 /// What happened on the canvas this frame.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -52,10 +55,25 @@ impl RasterKey {
     }
 }
 
-/// A finished raster on the GPU: the picture and the mask overlay, or why rasterising failed.
+/// A finished raster on the GPU: the picture, the mask overlay and each word region's overlay
+/// with the centre of what it covers, or why rasterising failed.
 struct Drawn {
     key: RasterKey,
-    textures: Result<(egui::TextureHandle, egui::TextureHandle), String>,
+    textures: Result<Textures, String>,
+}
+
+struct Textures {
+    picture: egui::TextureHandle,
+    mask: egui::TextureHandle,
+    regions: Vec<(egui::TextureHandle, Option<Pos2>)>,
+}
+
+/// Overlay colours of word regions, by index (repeating).
+const REGION_COLOURS: [[u8; 3]; 6] =
+    [[255, 220, 40], [40, 200, 255], [255, 90, 200], [120, 255, 90], [255, 140, 40], [170, 120, 255]];
+
+fn region_colour(index: usize) -> [u8; 3] {
+    REGION_COLOURS[index % REGION_COLOURS.len()]
 }
 
 /// Pixels of the canvas texture (the picture is shown at this resolution).
@@ -97,10 +115,30 @@ impl CanvasView {
         self.draw(ui.ctx(), canvas, base);
         let whole = Rect::from_min_max(Pos2::ZERO, Pos2::new(1.0, 1.0));
         match self.drawn.as_ref().map(|d| &d.textures) {
-            Some(Ok((picture, mask))) => {
-                painter.image(picture.id(), rect, whole, Color32::WHITE);
+            Some(Ok(t)) => {
+                painter.image(t.picture.id(), rect, whole, Color32::WHITE);
                 if canvas.brush.layer == Layer::Mask {
-                    painter.image(mask.id(), rect, whole, Color32::WHITE);
+                    painter.image(t.mask.id(), rect, whole, Color32::WHITE);
+                }
+                // Word regions show while their layer is chosen, each labelled with its phrase.
+                if let Layer::Region(_) = canvas.brush.layer {
+                    for (i, (texture, centre)) in t.regions.iter().enumerate() {
+                        let Some(region) = canvas.regions.get(i).filter(|r| !r.hidden) else { continue };
+                        painter.image(texture.id(), rect, whole, Color32::WHITE);
+                        if let Some(c) = centre {
+                            let at = rect.min + c.to_vec2() * size;
+                            let text = if region.phrase.is_empty() { "(no phrase)" } else { &region.phrase };
+                            let font = egui::FontId::proportional(13.0);
+                            painter.text(
+                                at + egui::vec2(1.0, 1.0),
+                                egui::Align2::CENTER_CENTER,
+                                text,
+                                font.clone(),
+                                Color32::BLACK,
+                            );
+                            painter.text(at, egui::Align2::CENTER_CENTER, text, font, rgb(region_colour(i)));
+                        }
+                    }
                 }
             }
             Some(Err(e)) => {
@@ -145,7 +183,14 @@ impl CanvasView {
             }
         }
         if let Some(stroke) = &self.current {
-            let color = if stroke.tool == Tool::Eraser { Color32::GRAY } else { rgb(stroke.color) };
+            let color = match (stroke.tool, stroke.layer) {
+                (Tool::Eraser, _) => Color32::GRAY,
+                (_, Layer::Region(i)) => {
+                    let [r, g, b] = region_colour(i);
+                    Color32::from_rgba_unmultiplied(r, g, b, 140)
+                }
+                _ => rgb(stroke.color),
+            };
             let width = stroke.radius * size * 2.0;
             let points: Vec<Pos2> =
                 stroke.points.iter().map(|p| rect.min + egui::vec2(p[0], p[1]) * size).collect();
@@ -172,7 +217,24 @@ impl CanvasView {
             if mask.clicked() {
                 brush.layer = if brush.layer == Layer::Mask { Layer::Paint } else { Layer::Mask };
             }
+            let words = ui
+                .selectable_label(matches!(brush.layer, Layer::Region(_)), "Words")
+                .on_hover_text("Paint with words: paint where a phrase should appear (wire the canvas's regions output into the sampler)");
+            if words.clicked() {
+                brush.layer = match brush.layer {
+                    Layer::Region(_) => Layer::Paint,
+                    _ => {
+                        if canvas.regions.is_empty() {
+                            canvas.regions.push(WordRegion::default());
+                        }
+                        Layer::Region(0)
+                    }
+                };
+            }
         });
+        if let Layer::Region(_) = canvas.brush.layer {
+            regions_ui(ui, canvas, change);
+        }
         ui.horizontal_wrapped(|ui| {
             ui.label("Size");
             ui.add(egui::Slider::new(&mut canvas.brush.radius, 0.005..=0.25).show_value(false))
@@ -272,8 +334,75 @@ impl CanvasView {
     }
 }
 
-/// The picture's texture and the mask layer's translucent overlay.
-fn textures(ctx: &egui::Context, raster: &Raster) -> (egui::TextureHandle, egui::TextureHandle) {
+/// The word regions' list: choose the one the brush paints, edit its phrase and weight, hide or
+/// remove it, add one.
+fn regions_ui(ui: &mut Ui, canvas: &mut Canvas, change: &mut CanvasChange) {
+    let mut remove = None;
+    for i in 0..canvas.regions.len() {
+        ui.horizontal(|ui| {
+            let chosen = canvas.brush.layer == Layer::Region(i);
+            let (rect, response) = ui.allocate_exact_size(egui::vec2(14.0, 14.0), Sense::click());
+            ui.painter().rect_filled(rect, 2.0, rgb(region_colour(i)));
+            if chosen {
+                ui.painter().rect_stroke(
+                    rect,
+                    2.0,
+                    Line::new(2.0, Color32::WHITE),
+                    egui::StrokeKind::Outside,
+                );
+            }
+            let response = response.on_hover_text("Paint this region");
+            response.widget_info(|| {
+                egui::WidgetInfo::labeled(egui::WidgetType::Button, true, format!("word region {}", i + 1))
+            });
+            if response.clicked() {
+                canvas.brush.layer = Layer::Region(i);
+            }
+            let region = &mut canvas.regions[i];
+            let phrase = ui
+                .add(
+                    egui::TextEdit::singleline(&mut region.phrase)
+                        .char_limit(MAX_PHRASE_CHARS)
+                        .hint_text("a phrase, e.g. a bright sun")
+                        .desired_width(150.0),
+                )
+                .on_hover_text("What appears where this region is painted: part of the prompt, or new words");
+            if phrase.gained_focus() {
+                canvas.brush.layer = Layer::Region(i);
+            }
+            change.edited |= phrase.changed();
+            let weight = ui
+                .add(
+                    egui::DragValue::new(&mut region.weight).range(0.0..=MAX_WEIGHT).speed(0.05).prefix("w "),
+                )
+                .on_hover_text("How strongly the phrase is drawn to the region");
+            change.dragging |= weight.dragged();
+            change.edited |= weight.changed();
+            let hidden = region.hidden;
+            if ui.selectable_label(!hidden, "Show").on_hover_text("Render with this region").clicked() {
+                region.hidden = !hidden;
+                change.edited = true;
+            }
+            if ui.small_button("✕").on_hover_text("Remove this region and its strokes").clicked() {
+                remove = Some(i);
+            }
+        });
+    }
+    if let Some(i) = remove {
+        canvas.remove_region(i);
+        change.edited = true;
+        if canvas.regions.is_empty() {
+            canvas.brush.layer = Layer::Paint;
+        }
+    }
+    if ui.button("+ Region").on_hover_text("A new word region to paint").clicked() {
+        canvas.regions.push(WordRegion::default());
+        canvas.brush.layer = Layer::Region(canvas.regions.len() - 1);
+    }
+}
+
+/// The picture's texture, the mask layer's translucent overlay and the word regions'.
+fn textures(ctx: &egui::Context, raster: &Raster) -> Textures {
     let size = [raster.width, raster.height];
     let picture = ctx.load_texture(
         "sdedit-canvas",
@@ -287,5 +416,32 @@ fn textures(ctx: &egui::Context, raster: &Raster) -> (egui::TextureHandle, egui:
         egui::ColorImage::from_rgba_unmultiplied(size, &overlay),
         egui::TextureOptions::NEAREST,
     );
-    (picture, mask)
+    let regions = raster
+        .regions
+        .iter()
+        .enumerate()
+        .map(|(i, cells)| {
+            let [r, g, b] = region_colour(i);
+            let overlay: Vec<u8> =
+                cells.iter().flat_map(|&m| if m > 0 { [r, g, b, 80] } else { [0; 4] }).collect();
+            let texture = ctx.load_texture(
+                format!("sdedit-canvas-region-{i}"),
+                egui::ColorImage::from_rgba_unmultiplied(size, &overlay),
+                egui::TextureOptions::NEAREST,
+            );
+            (texture, centre(cells, raster.width, raster.height))
+        })
+        .collect();
+    Textures { picture, mask, regions }
+}
+
+/// The centre of the painted cells of a `width × height` map, in [0, 1]²; `None` when none is.
+fn centre(cells: &[u8], width: usize, height: usize) -> Option<Pos2> {
+    let (mut sx, mut sy, mut n) = (0f64, 0f64, 0f64);
+    for (i, _) in cells.iter().enumerate().filter(|(_, &c)| c > 0) {
+        sx += (i % width) as f64 + 0.5;
+        sy += (i / width) as f64 + 0.5;
+        n += 1.0;
+    }
+    (n > 0.0).then(|| Pos2::new((sx / n / width as f64) as f32, (sy / n / height as f64) as f32))
 }

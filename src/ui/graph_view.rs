@@ -21,6 +21,7 @@ pub fn pin_color(ty: PinType) -> Color32 {
         PinType::Latent => Color32::from_rgb(240, 120, 160),
         PinType::Image => Color32::from_rgb(120, 220, 130),
         PinType::Mask => Color32::from_rgb(200, 200, 200),
+        PinType::Regions => Color32::from_rgb(250, 150, 60),
     }
 }
 

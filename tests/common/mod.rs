@@ -167,6 +167,7 @@ pub fn case_request(
         init_latent: Some(latent),
         init_image: None,
         prompt_to: None,
+        regions: Vec::new(),
     }
 }
 
