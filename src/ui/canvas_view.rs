@@ -383,7 +383,7 @@ fn regions_ui(ui: &mut Ui, canvas: &mut Canvas, change: &mut CanvasChange) {
                 region.hidden = !hidden;
                 change.edited = true;
             }
-            if ui.small_button("✕").on_hover_text("Remove this region and its strokes").clicked() {
+            if ui.small_button("Remove").on_hover_text("Remove this region and its strokes").clicked() {
                 remove = Some(i);
             }
         });
