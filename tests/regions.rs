@@ -18,6 +18,10 @@ fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/regions")
 }
 
+fn cases() -> Value {
+    serde_json::from_str(&std::fs::read_to_string(fixture().join("cases.json")).unwrap()).unwrap()
+}
+
 fn tiny_sd() -> Pipeline {
     Pipeline::load(
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny_sd/model"),
@@ -55,8 +59,7 @@ fn case_request(case: &Value) -> Request {
 
 #[test]
 fn region_renders_match_diffusers_with_the_ediff_i_rule() {
-    let cases: Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture().join("cases.json")).unwrap()).unwrap();
+    let cases = cases();
     let pipeline = tiny_sd();
     let mut rendered = Vec::new();
     for case in cases["cases"].as_array().unwrap() {
@@ -82,8 +85,7 @@ fn region_renders_match_diffusers_with_the_ediff_i_rule() {
 
 #[test]
 fn empty_regions_and_phrases_are_ignored_with_a_note_and_cut_phrases_are_reported() {
-    let cases: Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture().join("cases.json")).unwrap()).unwrap();
+    let cases = cases();
     let none = &cases["cases"][0];
     let pipeline = tiny_sd();
     let plain = render(&pipeline, &case_request(none));
@@ -120,8 +122,7 @@ fn empty_regions_and_phrases_are_ignored_with_a_note_and_cut_phrases_are_reporte
 fn a_mask_of_another_size_is_resampled() {
     // The fixture's left-half mask at 4x4 (each cell a 4x4 block of the 16x16 one) renders as
     // the 16x16 one does: both average to the same cells.
-    let cases: Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture().join("cases.json")).unwrap()).unwrap();
+    let cases = cases();
     let case = &cases["cases"][1];
     let pipeline = tiny_sd();
     let mut request = case_request(case);

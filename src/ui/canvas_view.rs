@@ -241,17 +241,8 @@ impl CanvasView {
                 .on_hover_text("Brush radius");
             ui.color_edit_button_srgb(&mut canvas.brush.color).on_hover_text("Brush colour");
             for swatch in SWATCHES {
-                let (rect, response) = ui.allocate_exact_size(egui::vec2(16.0, 16.0), Sense::click());
-                ui.painter().rect_filled(rect, 2.0, rgb(swatch));
-                if canvas.brush.color == swatch {
-                    ui.painter().rect_stroke(
-                        rect,
-                        2.0,
-                        Line::new(2.0, Color32::WHITE),
-                        egui::StrokeKind::Outside,
-                    );
-                }
-                let response = response.on_hover_text("A colour of the built-in model's world");
+                let response = colour_button(ui, swatch, canvas.brush.color == swatch)
+                    .on_hover_text("A colour of the built-in model's world");
                 response.widget_info(|| egui::WidgetInfo::labeled(egui::WidgetType::Button, true, "swatch"));
                 if response.clicked() {
                     canvas.brush.color = swatch;
@@ -334,6 +325,16 @@ impl CanvasView {
     }
 }
 
+/// A small square of `colour`, outlined when `chosen`, that can be clicked.
+fn colour_button(ui: &mut Ui, colour: [u8; 3], chosen: bool) -> egui::Response {
+    let (rect, response) = ui.allocate_exact_size(egui::vec2(16.0, 16.0), Sense::click());
+    ui.painter().rect_filled(rect, 2.0, rgb(colour));
+    if chosen {
+        ui.painter().rect_stroke(rect, 2.0, Line::new(2.0, Color32::WHITE), egui::StrokeKind::Outside);
+    }
+    response
+}
+
 /// The word regions' list: choose the one the brush paints, edit its phrase and weight, hide or
 /// remove it, add one.
 fn regions_ui(ui: &mut Ui, canvas: &mut Canvas, change: &mut CanvasChange) {
@@ -341,17 +342,7 @@ fn regions_ui(ui: &mut Ui, canvas: &mut Canvas, change: &mut CanvasChange) {
     for i in 0..canvas.regions.len() {
         ui.horizontal(|ui| {
             let chosen = canvas.brush.layer == Layer::Region(i);
-            let (rect, response) = ui.allocate_exact_size(egui::vec2(14.0, 14.0), Sense::click());
-            ui.painter().rect_filled(rect, 2.0, rgb(region_colour(i)));
-            if chosen {
-                ui.painter().rect_stroke(
-                    rect,
-                    2.0,
-                    Line::new(2.0, Color32::WHITE),
-                    egui::StrokeKind::Outside,
-                );
-            }
-            let response = response.on_hover_text("Paint this region");
+            let response = colour_button(ui, region_colour(i), chosen).on_hover_text("Paint this region");
             response.widget_info(|| {
                 egui::WidgetInfo::labeled(egui::WidgetType::Button, true, format!("word region {}", i + 1))
             });
