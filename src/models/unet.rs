@@ -550,19 +550,11 @@ impl UNet {
         guidance: Option<&Tensor>,
         bias: Option<&CrossAttentionBias>,
     ) -> Result<Tensor> {
-        super::pool::on_pool(|| self.forward_on_pool(x, timesteps, context, guidance, bias))
-    }
-
-    fn forward_on_pool(
-        &self,
-        x: &Tensor,
-        timesteps: &Tensor,
-        context: &Tensor,
-        guidance: Option<&Tensor>,
-        bias: Option<&CrossAttentionBias>,
-    ) -> Result<Tensor> {
-        let batch = x.dim(0)?;
-        if batch >= 2 && candle_core::utils::get_num_threads() >= 2 && plain_f32(&[x, context]) {
+        super::pool::on_pool(|| {
+            let batch = x.dim(0)?;
+            if !(batch >= 2 && candle_core::utils::get_num_threads() >= 2 && plain_f32(&[x, context])) {
+                return self.forward_batch(x, timesteps, context, guidance, bias);
+            }
             // Inference on a batch (a guided pair): one half per core. Small networks gain far
             // more from this than from splitting each small product across threads.
             let half = batch / 2;
@@ -578,9 +570,8 @@ impl UNet {
                 )
             };
             let (first, second) = rayon::join(|| part(0, half), || part(half, batch - half));
-            return Tensor::cat(&[first?, second?], 0);
-        }
-        self.forward_batch(x, timesteps, context, guidance, bias)
+            Tensor::cat(&[first?, second?], 0)
+        })
     }
 
     /// [`UNet::forward`] on the calling thread.
