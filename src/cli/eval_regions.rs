@@ -32,6 +32,10 @@ pub struct EvalRegionsArgs {
     /// Sampling steps (default: the model's).
     #[arg(long)]
     pub steps: Option<usize>,
+    /// The sun's disc: its centre's distance from the side (the left disc's x; the right one's
+    /// is 1 − x), its centre's height and its radius, as fractions of the side.
+    #[arg(long, num_args = 3, value_names = ["X", "Y", "RADIUS"], default_values_t = [0.25, 0.22, 0.13])]
+    pub disc: Vec<f32>,
     /// The sheet, 8 seeds a row after the mask: the sun phrase in the prompt (no region) for the
     /// seeds of the left and of the right disc, the same seeds with the disc on the left and on
     /// the right; a desert without and with the lake.
@@ -66,14 +70,14 @@ const LAKE: &str = "a calm lake";
 /// Blueness gained that counts as "clearly bluer".
 const BLUER: f32 = 0.05;
 
-/// A coverage map at `size`: a disc of radius 0.13 of the side at (x, 0.22), or the lower third.
-fn mask(size: usize, disc_x: Option<f32>) -> Vec<f32> {
+/// A coverage map at `size`: a disc `(x, y, radius)` (fractions of the side), or the lower third.
+fn mask(size: usize, disc: Option<(f32, f32, f32)>) -> Vec<f32> {
     let s = size as f32;
     (0..size * size)
         .map(|i| {
             let (x, y) = ((i % size) as f32 + 0.5, (i / size) as f32 + 0.5);
-            let inside = match disc_x {
-                Some(cx) => (x - cx * s).hypot(y - 0.22 * s) < 0.13 * s,
+            let inside = match disc {
+                Some((cx, cy, r)) => (x - cx * s).hypot(y - cy * s) < r * s,
                 None => y >= s * 2.0 / 3.0,
             };
             if inside {
@@ -118,13 +122,20 @@ pub fn run(args: &EvalRegionsArgs) -> anyhow::Result<()> {
         weight: args.weight,
     };
     let n = args.count.max(2);
+    let (dx, dy, dr) = match args.disc[..] {
+        [x, y, r] if [x, y, r].iter().all(|v| v.is_finite()) && r > 0.0 && (0.0..=0.5).contains(&x) => {
+            (x, y, r)
+        }
+        _ => anyhow::bail!("--disc {:?}: choose X in [0, 0.5], a finite Y and a positive RADIUS", args.disc),
+    };
+    let disc_at = |left: bool| (if left { dx } else { 1.0 - dx }, dy, dr);
     let (mut placed, mut placed_without, mut secs_with, mut secs_without) = (0usize, 0usize, 0f64, 0f64);
     let mut rows: Vec<Vec<Vec<f32>>> = vec![Vec::new(); 6];
     for i in 0..n {
         let seed = i as u64;
         let prompt = SUN_PROMPTS[(i / 2) % SUN_PROMPTS.len()];
         let left = i % 2 == 0;
-        let disc = mask(size, Some(if left { 0.25 } else { 0.75 }));
+        let disc = mask(size, Some(disc_at(left)));
         // Without the region the phrase is still in the prompt: the sun appears, on either side.
         let (plain, t0) = render(&format!("{prompt} with {SUN}"), seed, Vec::new())?;
         let (painted, t1) = render(prompt, seed, vec![region(disc, SUN)])?;
@@ -183,7 +194,7 @@ pub fn run(args: &EvalRegionsArgs) -> anyhow::Result<()> {
         "one region vs none, same steps",
     );
     // Sheet rows: the masks first, then the renders.
-    let masks = [mask(size, Some(0.25)), mask(size, Some(0.75)), mask(size, None)];
+    let masks = [mask(size, Some(disc_at(true))), mask(size, Some(disc_at(false))), mask(size, None)];
     let grey = |m: &Vec<f32>| m.iter().flat_map(|&v| [v; 3]).collect::<Vec<f32>>();
     let none = vec![0.0; size * size * 3];
     for (row, first) in
