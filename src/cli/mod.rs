@@ -340,3 +340,28 @@ fn timesteps(args: &TimestepsArgs) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_subcommand_s_arguments_are_well_formed() {
+        // clap checks its definitions (defaults against value counts, names, conflicts) only
+        // when a command is built in a debug build: build them all here.
+        super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn eval_regions_takes_a_disc_of_three_numbers() {
+        use clap::Parser;
+        let cli =
+            super::Cli::try_parse_from(["latent-studio", "eval-regions", "--disc", "0.2", "0.3", "0.1"])
+                .unwrap();
+        let Some(super::Command::EvalRegions(args)) = cli.command else { panic!("{:?}", cli.command) };
+        assert_eq!(args.disc, vec![0.2, 0.3, 0.1]);
+        let defaults = super::Cli::try_parse_from(["latent-studio", "eval-regions"]).unwrap();
+        let Some(super::Command::EvalRegions(args)) = defaults.command else { panic!() };
+        assert_eq!(args.disc, vec![0.25, 0.22, 0.13]);
+    }
+}
