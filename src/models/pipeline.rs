@@ -22,6 +22,7 @@ use crate::core::interpolate::lerp;
 use crate::core::inversion::DdimInverse;
 use crate::core::samplers::{SampleContext, SamplerKind, SamplerOptions, StepCallback};
 use crate::core::sdedit::{sdedit, SdEdit};
+use crate::core::spacing::interp_sigma;
 use crate::core::SeededNoise;
 use crate::core::{
     Conditioning, CoreError, Guidance, ModelDenoiser, Network, PredictionType, SchedulerConfig,
@@ -342,18 +343,20 @@ struct UNetNetwork<'a> {
 }
 
 /// Paint with words during a render: the region maps, the conditional context they apply to
-/// (the unconditional pass is left alone) and the schedule that gives each step's σ.
+/// (the unconditional pass is left alone) and the schedule's sigmas that give each step's σ.
 struct PaintedWords {
     maps: Arc<RegionMaps>,
     cond: Tensor,
-    alphas_cumprod: Vec<f64>,
+    sigmas: Vec<f32>,
 }
 
 impl PaintedWords {
     /// The bias of one UNet call at `timestep` on a batch of `context`s.
     fn bias(&self, context: &Tensor, timestep: f64) -> crate::core::Result<CrossAttentionBias> {
         let cond = self.cond.get(0)?;
-        let strength = noise_strength(self.alpha_bar(timestep));
+        // σ at a (possibly fractional) timestep as the samplers interpolate it, as ᾱ = 1/(1 + σ²).
+        let sigma = interp_sigma(&self.sigmas, timestep);
+        let strength = noise_strength(1.0 / (1.0 + sigma * sigma));
         let strengths = (0..context.dim(0)?)
             .map(|i| {
                 let diff = (context.get(i)? - &cond)?.abs()?.max_all()?.to_dtype(DType::F32)?;
@@ -361,16 +364,6 @@ impl PaintedWords {
             })
             .collect::<candle_core::Result<Vec<_>>>()?;
         Ok(CrossAttentionBias::new(self.maps.clone(), strengths))
-    }
-
-    /// ᾱ at a (possibly fractional) training timestep, linearly between the table's entries.
-    fn alpha_bar(&self, timestep: f64) -> f64 {
-        let table = &self.alphas_cumprod;
-        let last = table.len().saturating_sub(1);
-        let t = timestep.clamp(0.0, last as f64);
-        let (lo, hi) = (t.floor() as usize, (t.ceil() as usize).min(last));
-        let f = t - lo as f64;
-        table.get(lo).zip(table.get(hi)).map_or(1.0, |(a, b)| a * (1.0 - f) + b * f)
     }
 }
 
@@ -792,6 +785,9 @@ impl Pipeline {
         regions: &[Region],
         notes: &mut Vec<String>,
     ) -> (Tokens, Vec<(usize, Vec<usize>)>) {
+        if regions.is_empty() {
+            return (self.tokenize(prompt), Vec::new());
+        }
         let t = &self.tokenizer;
         let (offset, room) = (t.offset(), t.room());
         let mut content = t.content(prompt);
@@ -925,9 +921,8 @@ impl Pipeline {
                 columns.into_iter().map(|(i, p)| (&request.regions[i], p)).collect();
             let levels = self.unet.config().block_out_channels.len();
             let maps = RegionMaps::new(&columns, cond.dim(1)?, (lw, lh), levels, self.dtype, &self.device)?;
-            let alphas_cumprod =
-                crate::core::NoiseSchedule::from_config(&self.scheduler)?.alphas_cumprod().to_vec();
-            painted = Some(PaintedWords { maps: Arc::new(maps), cond: cond.clone(), alphas_cumprod });
+            let sigmas = crate::core::NoiseSchedule::from_config(&self.scheduler)?.sigmas_f32();
+            painted = Some(PaintedWords { maps: Arc::new(maps), cond: cond.clone(), sigmas });
         }
         let (mut network, conditioning) = self.guided(cond, uncond, request.guidance)?;
         network.regions = painted;

@@ -128,25 +128,22 @@ impl Attention {
     }
 
     fn forward(&self, x: &Tensor, context: &Tensor) -> Result<Tensor> {
-        let q = self.to_q.forward(x)?;
-        let (k, v) = (self.to_k.forward(context)?, self.to_v.forward(context)?);
-        self.to_out.forward(&attention(&q, &k, &v, self.heads, None)?)
+        self.forward_regions(x, context, None)
     }
 
-    /// Cross-attention over a `w × h` map with paint-with-words' bias on the batch items it
-    /// applies to (the others, and maps it has no resolution for, attend plainly).
+    /// Attention, with paint-with-words' bias (and the `w × h` size of the map `x` holds) on the
+    /// batch items it applies to; the others, and maps it has no resolution for, attend plainly.
     fn forward_regions(
         &self,
         x: &Tensor,
         context: &Tensor,
-        bias: Option<&CrossAttentionBias>,
-        (w, h): (usize, usize),
+        bias: Option<(&CrossAttentionBias, (usize, usize))>,
     ) -> Result<Tensor> {
-        let Some(bias) = bias.filter(|b| b.any() && b.covers(w, h)) else {
-            return self.forward(x, context);
-        };
         let q = self.to_q.forward(x)?;
         let (k, v) = (self.to_k.forward(context)?, self.to_v.forward(context)?);
+        let Some((bias, (w, h))) = bias.filter(|(b, (w, h))| b.any() && b.covers(*w, *h)) else {
+            return self.to_out.forward(&attention(&q, &k, &v, self.heads, None)?);
+        };
         let items = (0..x.dim(0)?)
             .map(|i| {
                 let (q, k, v) = (q.narrow(0, i, 1)?, k.narrow(0, i, 1)?, v.narrow(0, i, 1)?);
@@ -197,7 +194,8 @@ impl TransformerBlock {
     ) -> Result<Tensor> {
         let n = self.norm1.forward(x)?;
         let x = (x + self.attn1.forward(&n, &n)?)?;
-        let x = (&x + self.attn2.forward_regions(&self.norm2.forward(&x)?, context, bias, size)?)?;
+        let x =
+            (&x + self.attn2.forward_regions(&self.norm2.forward(&x)?, context, bias.map(|b| (b, size)))?)?;
         let h = geglu(&self.ff_in.forward(&self.norm3.forward(&x)?)?)?;
         &x + self.ff_out.forward(&h)?
     }
