@@ -11,6 +11,10 @@ JSON object per figure with both values and the ratio ours/theirs (below 1: we a
     /tmp/peer/bin/python benches/peer_torch.py --threads 2
 
 Not part of CI: it needs PyTorch (about 3 GB of wheels) and a few minutes of a quiet machine.
+
+On a GPU (`benches/gpu_check.sh` runs this): `--device cuda --half --random-weights --bin
+target/cuda/latent-studio-cuda` runs both sides there in f16 with random weights, ours with
+`--device cuda:0 --random-weights`, each timing synchronised with the device.
 """
 
 import argparse
@@ -33,15 +37,29 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 BUILTIN = REPO / "assets" / "builtin"
 LIVE = REPO / "assets" / "builtin-live"
 PROMPT = "sunset over snowy mountains with a lake"  # the prompt of our bench's renders
+DEVICE = "cpu"  # --device: where PyTorch's side runs (tensors and modules are created there)
+RANDOM = False  # --random-weights: keep the modules' random initialisation instead of zeros
+
+
+def sync():
+    """Waits for the device's queued work, so a timing covers it."""
+    if DEVICE != "cpu":
+        torch.cuda.synchronize()
+
+
+def generator(seed):
+    return torch.Generator(device=DEVICE).manual_seed(seed)
 
 
 def median_ms(fn, repeat):
     """Median wall time of `repeat` calls after one warm-up call, in milliseconds."""
     fn()
+    sync()
     times = []
     for _ in range(max(repeat, 1)):
         t = time.perf_counter()
         fn()
+        sync()
         times.append(time.perf_counter() - t)
     return statistics.median(times) * 1e3
 
@@ -55,7 +73,10 @@ def without_nulls(config):
 
 
 def zeroed(module):
-    """Zero weights, as our bench uses: dense kernels take the same time whatever the values."""
+    """Zero weights, as our bench uses: dense kernels take the same time whatever the values
+    (random ones with --random-weights, as on a GPU)."""
+    if RANDOM:
+        return module.eval()
     with torch.no_grad():
         for p in module.parameters():
             p.zero_()
@@ -190,12 +211,12 @@ class BuiltinPipeline:
         text_config = without_nulls(read_json(folder / "text_encoder" / "config.json"))
         self.text = CLIPTextModel(CLIPTextConfig(**text_config)).eval()
         weights = load_file(str(folder / "text_encoder" / "model.safetensors"))
-        weights = {k if k.startswith("text_model.") else "text_model." + k: v.float() for k, v in weights.items()}
+        weights = {k if k.startswith("text_model.") else "text_model." + k: v.to(torch.get_default_dtype()) for k, v in weights.items()}
         self.text.load_state_dict(weights, strict=False)
-        self.unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=torch.float32).eval()
+        self.unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=torch.get_default_dtype()).eval()
         self.vae = builtin_vae()
         vae_weights = load_file(str(folder / "vae" / "diffusion_pytorch_model.safetensors"))
-        self.vae.load_state_dict({k: v.float() for k, v in vae_weights.items()})
+        self.vae.load_state_dict({k: v.to(torch.get_default_dtype()) for k, v in vae_weights.items()})
         self.scaling = read_json(folder / "vae" / "config.json")["scaling_factor"]
         self.scheduler = scheduler.from_config(without_nulls(read_json(folder / "scheduler" / "scheduler_config.json")))
         tokenizer = read_json(folder / "tokenizer" / "tokenizer.json")
@@ -220,7 +241,7 @@ class BuiltinPipeline:
         self.scheduler.set_timesteps(steps)
         timesteps = self.scheduler.timesteps
         side = builtin_latent_side()
-        noise = torch.randn(1, self.vae.latent_channels, side, side, generator=torch.Generator().manual_seed(1))
+        noise = torch.randn(1, self.vae.latent_channels, side, side, generator=generator(1))
         if start is None:
             x = noise * self.scheduler.init_noise_sigma
         else:
@@ -257,7 +278,7 @@ class LivePipeline(BuiltinPipeline):
             self.ctx = self.text(self.ids(PROMPT)).last_hidden_state
         self.scheduler.set_timesteps(self.steps, strength=0.5)
         side = builtin_latent_side()
-        noise = torch.randn(1, self.vae.latent_channels, side, side, generator=torch.Generator().manual_seed(1))
+        noise = torch.randn(1, self.vae.latent_channels, side, side, generator=generator(1))
         # Every frame's strokes differ, so every frame encodes its picture (ours too).
         x = self.scheduler.add_noise(self.vae.encode(picture) * self.scaling, noise, self.scheduler.timesteps[:1])
         for t in self.scheduler.timesteps:
@@ -268,8 +289,10 @@ class LivePipeline(BuiltinPipeline):
 
 def ours(binary, threads, repeat, only):
     """Our figures whose name contains `only`, by name."""
+    device = [] if DEVICE == "cpu" else ["--device", "cuda:0"]
+    weights = ["--random-weights"] if RANDOM else []
     out = subprocess.run(
-        [str(binary), "--threads", str(threads), "bench", "--repeat", str(repeat), "--only", only],
+        [str(binary), "--threads", str(threads), *device, "bench", *weights, "--repeat", str(repeat), "--only", only],
         check=True,
         capture_output=True,
         text=True,
@@ -284,7 +307,15 @@ def main():
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3, help="ours, then theirs, this many times; medians")
     parser.add_argument("--only", default="", help="run only the figures whose name contains this")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (ours then runs on cuda:0)")
+    parser.add_argument("--half", action="store_true", help="PyTorch's side in f16 (as ours runs on a GPU)")
+    parser.add_argument("--random-weights", action="store_true", help="random weights on both sides")
     args = parser.parse_args()
+    global DEVICE, RANDOM
+    DEVICE, RANDOM = args.device, args.random_weights
+    torch.set_default_device(DEVICE)
+    if args.half:
+        torch.set_default_dtype(torch.float16)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 

@@ -12,6 +12,7 @@ pub mod engine;
 pub mod evaluation;
 pub mod graph;
 pub mod imageio;
+pub mod kernels;
 pub mod models;
 pub mod sketch;
 pub mod training;

@@ -44,28 +44,32 @@ fn token_ids_equal_transformers_in_both_layouts() {
 
 #[test]
 fn renders_match_diffusers_pixels() {
-    for case in cases()["cases"].as_array().unwrap() {
-        let name = case["name"].as_str().unwrap();
-        let prediction_type =
-            case.get("prediction_type").map(|p| PredictionType::parse(p.as_str().unwrap()).unwrap());
-        let model = case.get("model").and_then(Value::as_str).unwrap_or("model");
-        let pipeline = Pipeline::load(
-            &fixture().join(model),
-            &LoadOptions { prediction_type, ..LoadOptions::default() },
-        )
-        .unwrap();
-        let latent = common::saved_latent(&fixture().join(format!("renders/{name}.safetensors")));
-        let sampler = SamplerKind::parse(case["sampler"].as_str().unwrap()).unwrap();
-        let request = common::case_request(case, sampler, latent);
-        let ours =
-            pipeline.render(&request, &mut |_: &StepView<'_>| ControlFlow::Continue(())).unwrap().unwrap();
-        common::assert_matches_png(
-            name,
-            &ours.rgb,
-            (ours.width, ours.height),
-            &fixture().join(format!("renders/{name}.png")),
-        );
-    }
+    common::on_both_kernels(|| {
+        for case in cases()["cases"].as_array().unwrap() {
+            let name = case["name"].as_str().unwrap();
+            let prediction_type =
+                case.get("prediction_type").map(|p| PredictionType::parse(p.as_str().unwrap()).unwrap());
+            let model = case.get("model").and_then(Value::as_str).unwrap_or("model");
+            let pipeline = Pipeline::load(
+                &fixture().join(model),
+                &LoadOptions { prediction_type, ..LoadOptions::default() },
+            )
+            .unwrap();
+            let latent = common::saved_latent(&fixture().join(format!("renders/{name}.safetensors")));
+            let sampler = SamplerKind::parse(case["sampler"].as_str().unwrap()).unwrap();
+            let request = common::case_request(case, sampler, latent);
+            let ours = pipeline
+                .render(&request, &mut |_: &StepView<'_>| ControlFlow::Continue(()))
+                .unwrap()
+                .unwrap();
+            common::assert_matches_png(
+                name,
+                &ours.rgb,
+                (ours.width, ours.height),
+                &fixture().join(format!("renders/{name}.png")),
+            );
+        }
+    });
 }
 
 #[test]

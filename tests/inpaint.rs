@@ -33,28 +33,31 @@ fn render(pipeline: &Pipeline, request: &Request) -> (Vec<u8>, Vec<String>) {
 
 #[test]
 fn inpainting_masked_sdedit_and_img2img_match_diffusers_pixels() {
-    let cases: Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture().join("cases.json")).unwrap()).unwrap();
-    let inpainting = Pipeline::load(&fixture().join("model"), &LoadOptions::default()).unwrap();
-    let ordinary = Pipeline::load(&fixture().join("../tiny_sd/model"), &LoadOptions::default()).unwrap();
-    assert!(inpainting.inpainting() && !ordinary.inpainting());
-    assert_eq!(inpainting.latent_channels(), 4);
-    let init = rgb_tensor(&read_png(&fixture().join("renders/init.png")).unwrap()).unwrap();
-    for case in cases["cases"].as_array().unwrap() {
-        let name = case["name"].as_str().unwrap();
-        let pipeline = if case["model"] == "model" { &inpainting } else { &ordinary };
-        let latent = common::saved_latent(&fixture().join(format!("renders/{name}.safetensors")));
-        let sampler = SamplerKind::parse(case["sampler"].as_str().unwrap()).unwrap();
-        let init_image = InitImage {
-            image: init.clone(),
-            strength: case["strength"].as_f64().unwrap(),
-            mask: case["mask"].as_str().map(mask),
-        };
-        let request = Request { init_image: Some(init_image), ..common::case_request(case, sampler, latent) };
-        let (rgb, notes) = render(pipeline, &request);
-        assert!(notes.is_empty(), "{name}: {notes:?}");
-        common::assert_matches_png(name, &rgb, (16, 16), &fixture().join(format!("renders/{name}.png")));
-    }
+    common::on_both_kernels(|| {
+        let cases: Value =
+            serde_json::from_str(&std::fs::read_to_string(fixture().join("cases.json")).unwrap()).unwrap();
+        let inpainting = Pipeline::load(&fixture().join("model"), &LoadOptions::default()).unwrap();
+        let ordinary = Pipeline::load(&fixture().join("../tiny_sd/model"), &LoadOptions::default()).unwrap();
+        assert!(inpainting.inpainting() && !ordinary.inpainting());
+        assert_eq!(inpainting.latent_channels(), 4);
+        let init = rgb_tensor(&read_png(&fixture().join("renders/init.png")).unwrap()).unwrap();
+        for case in cases["cases"].as_array().unwrap() {
+            let name = case["name"].as_str().unwrap();
+            let pipeline = if case["model"] == "model" { &inpainting } else { &ordinary };
+            let latent = common::saved_latent(&fixture().join(format!("renders/{name}.safetensors")));
+            let sampler = SamplerKind::parse(case["sampler"].as_str().unwrap()).unwrap();
+            let init_image = InitImage {
+                image: init.clone(),
+                strength: case["strength"].as_f64().unwrap(),
+                mask: case["mask"].as_str().map(mask),
+            };
+            let request =
+                Request { init_image: Some(init_image), ..common::case_request(case, sampler, latent) };
+            let (rgb, notes) = render(pipeline, &request);
+            assert!(notes.is_empty(), "{name}: {notes:?}");
+            common::assert_matches_png(name, &rgb, (16, 16), &fixture().join(format!("renders/{name}.png")));
+        }
+    });
 }
 
 #[test]

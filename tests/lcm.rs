@@ -73,23 +73,28 @@ fn lcm_img2img_timesteps_equal_diffusers_for_every_strength() {
 
 #[test]
 fn lcm_renders_match_diffusers_pixels() {
-    let pipeline = Pipeline::load(&fixture().join("model"), &LoadOptions::default()).unwrap();
-    assert!(pipeline.guidance_embedded());
-    assert_eq!(pipeline.default_sampler().0, SamplerKind::Lcm);
-    let init = rgb_tensor(&read_png(&fixture().join("renders/init.png")).unwrap()).unwrap();
-    for case in cases()["cases"].as_array().unwrap() {
-        let name = case["name"].as_str().unwrap();
-        let latent = common::saved_latent(&fixture().join(format!("renders/{name}.safetensors")));
-        let init_image =
-            case["strength"].as_f64().map(|strength| InitImage { image: init.clone(), strength, mask: None });
-        let request = Request { init_image, ..common::case_request(case, SamplerKind::Lcm, latent) };
-        let (ours, evaluations) = common::render_counting(&pipeline, &request);
-        assert_eq!(evaluations, request.steps, "{name}: one network pass per step");
-        common::assert_matches_png(
-            name,
-            &ours.rgb,
-            (ours.width, ours.height),
-            &fixture().join(format!("renders/{name}.png")),
-        );
-    }
+    common::on_both_kernels(|| {
+        let pipeline = Pipeline::load(&fixture().join("model"), &LoadOptions::default()).unwrap();
+        assert!(pipeline.guidance_embedded());
+        assert_eq!(pipeline.default_sampler().0, SamplerKind::Lcm);
+        let init = rgb_tensor(&read_png(&fixture().join("renders/init.png")).unwrap()).unwrap();
+        for case in cases()["cases"].as_array().unwrap() {
+            let name = case["name"].as_str().unwrap();
+            let latent = common::saved_latent(&fixture().join(format!("renders/{name}.safetensors")));
+            let init_image = case["strength"].as_f64().map(|strength| InitImage {
+                image: init.clone(),
+                strength,
+                mask: None,
+            });
+            let request = Request { init_image, ..common::case_request(case, SamplerKind::Lcm, latent) };
+            let (ours, evaluations) = common::render_counting(&pipeline, &request);
+            assert_eq!(evaluations, request.steps, "{name}: one network pass per step");
+            common::assert_matches_png(
+                name,
+                &ours.rgb,
+                (ours.width, ours.height),
+                &fixture().join(format!("renders/{name}.png")),
+            );
+        }
+    });
 }

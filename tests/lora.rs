@@ -47,33 +47,35 @@ fn loras(case: &Value) -> Vec<(Arc<LoraFile>, f64)> {
 
 #[test]
 fn lora_renders_match_diffusers_pixels() {
-    let cases: Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture().join("cases.json")).unwrap()).unwrap();
-    // One model for every case: each strength change rebuilds from the weights kept at load.
-    let mut pipeline = Pipeline::load(&tiny_sd(), &LoadOptions::default()).unwrap();
-    let mut rendered = HashMap::new();
-    for case in cases["cases"].as_array().unwrap() {
-        let name = case["name"].as_str().unwrap();
-        let reports = pipeline.set_loras(&loras(case)).unwrap();
-        for report in &reports {
-            assert!(report.unmatched.is_empty(), "{name}: {:?}", report.unmatched);
-            assert!(report.matched > 0, "{name}");
+    common::on_both_kernels(|| {
+        let cases: Value =
+            serde_json::from_str(&std::fs::read_to_string(fixture().join("cases.json")).unwrap()).unwrap();
+        // One model for every case: each strength change rebuilds from the weights kept at load.
+        let mut pipeline = Pipeline::load(&tiny_sd(), &LoadOptions::default()).unwrap();
+        let mut rendered = HashMap::new();
+        for case in cases["cases"].as_array().unwrap() {
+            let name = case["name"].as_str().unwrap();
+            let reports = pipeline.set_loras(&loras(case)).unwrap();
+            for report in &reports {
+                assert!(report.unmatched.is_empty(), "{name}: {:?}", report.unmatched);
+                assert!(report.matched > 0, "{name}");
+            }
+            let rgb = render(&pipeline, case);
+            common::assert_matches_png(name, &rgb, (16, 16), &fixture().join(format!("renders/{name}.png")));
+            rendered.insert(name.to_string(), rgb);
         }
-        let rgb = render(&pipeline, case);
-        common::assert_matches_png(name, &rgb, (16, 16), &fixture().join(format!("renders/{name}.png")));
-        rendered.insert(name.to_string(), rgb);
-    }
-    // The fixture is sensitive: the two LoRAs move the same seed's picture well past rounding.
-    let (both, none) = (&rendered["both"], &rendered["none"]);
-    let moved = both.iter().zip(none).map(|(&a, &b)| (f64::from(a) - f64::from(b)).abs()).sum::<f64>()
-        / both.len() as f64;
-    assert!(moved > 5.0, "the LoRAs changed the picture by only {moved} levels on average");
-    // Strength 0 is the base model again, exactly.
-    let first = &cases["cases"][0];
-    let off: Vec<_> = loras(first).into_iter().map(|(f, _)| (f, 0.0)).collect();
-    pipeline.set_loras(&off).unwrap();
-    let none_case = cases["cases"].as_array().unwrap().iter().find(|c| c["name"] == "none").unwrap();
-    assert_eq!(render(&pipeline, none_case), rendered["none"]);
+        // The fixture is sensitive: the two LoRAs move the same seed's picture well past rounding.
+        let (both, none) = (&rendered["both"], &rendered["none"]);
+        let moved = both.iter().zip(none).map(|(&a, &b)| (f64::from(a) - f64::from(b)).abs()).sum::<f64>()
+            / both.len() as f64;
+        assert!(moved > 5.0, "the LoRAs changed the picture by only {moved} levels on average");
+        // Strength 0 is the base model again, exactly.
+        let first = &cases["cases"][0];
+        let off: Vec<_> = loras(first).into_iter().map(|(f, _)| (f, 0.0)).collect();
+        pipeline.set_loras(&off).unwrap();
+        let none_case = cases["cases"].as_array().unwrap().iter().find(|c| c["name"] == "none").unwrap();
+        assert_eq!(render(&pipeline, none_case), rendered["none"]);
+    });
 }
 
 /// Named tensors of a file to write.

@@ -35,22 +35,26 @@ fn the_shipped_clip_vocabulary_matches_transformers() {
 
 #[test]
 fn single_file_checkpoints_render_as_diffusers() {
-    for case in cases()["cases"].as_array().unwrap() {
-        let name = case["name"].as_str().unwrap();
-        let file = fixture().join(case["file"].as_str().unwrap());
-        let pipeline = Pipeline::load(&file, &LoadOptions::default()).unwrap();
-        let latent = common::saved_latent(&fixture().join(format!("{name}.safetensors")));
-        let request =
-            Request { size: Some((16, 16)), ..common::case_request(case, SamplerKind::Ddim, latent) };
-        let ours =
-            pipeline.render(&request, &mut |_: &StepView<'_>| ControlFlow::Continue(())).unwrap().unwrap();
-        common::assert_matches_png(
-            name,
-            &ours.rgb,
-            (ours.width, ours.height),
-            &fixture().join(format!("{name}.png")),
-        );
-    }
+    common::on_both_kernels(|| {
+        for case in cases()["cases"].as_array().unwrap() {
+            let name = case["name"].as_str().unwrap();
+            let file = fixture().join(case["file"].as_str().unwrap());
+            let pipeline = Pipeline::load(&file, &LoadOptions::default()).unwrap();
+            let latent = common::saved_latent(&fixture().join(format!("{name}.safetensors")));
+            let request =
+                Request { size: Some((16, 16)), ..common::case_request(case, SamplerKind::Ddim, latent) };
+            let ours = pipeline
+                .render(&request, &mut |_: &StepView<'_>| ControlFlow::Continue(()))
+                .unwrap()
+                .unwrap();
+            common::assert_matches_png(
+                name,
+                &ours.rgb,
+                (ours.width, ours.height),
+                &fixture().join(format!("{name}.png")),
+            );
+        }
+    });
 }
 
 fn write_checkpoint(name: &str, tensors: &[(&str, &[usize])]) -> PathBuf {

@@ -20,27 +20,35 @@ fn fixtures() -> PathBuf {
 
 #[test]
 fn renders_through_a_swapped_taesd_match_diffusers_pixels() {
-    let here = fixtures().join("vae_swap");
-    let cases: Value =
-        serde_json::from_str(&std::fs::read_to_string(here.join("cases.json")).unwrap()).unwrap();
-    let mut pipeline = Pipeline::load(&fixtures().join("tiny_sd/model"), &LoadOptions::default()).unwrap();
-    pipeline.swap_vae(&here.join("taesd")).unwrap();
-    let init = rgb_tensor(&read_png(&here.join("renders/init.png")).unwrap()).unwrap();
-    for case in cases["cases"].as_array().unwrap() {
-        let name = case["name"].as_str().unwrap();
-        let latent = common::saved_latent(&here.join(format!("renders/{name}.safetensors")));
-        let init_image =
-            case["strength"].as_f64().map(|strength| InitImage { image: init.clone(), strength, mask: None });
-        let request = Request { init_image, ..common::case_request(case, SamplerKind::Ddim, latent) };
-        let ours =
-            pipeline.render(&request, &mut |_: &StepView<'_>| ControlFlow::Continue(())).unwrap().unwrap();
-        common::assert_matches_png(
-            name,
-            &ours.rgb,
-            (ours.width, ours.height),
-            &here.join(format!("renders/{name}.png")),
-        );
-    }
+    common::on_both_kernels(|| {
+        let here = fixtures().join("vae_swap");
+        let cases: Value =
+            serde_json::from_str(&std::fs::read_to_string(here.join("cases.json")).unwrap()).unwrap();
+        let mut pipeline =
+            Pipeline::load(&fixtures().join("tiny_sd/model"), &LoadOptions::default()).unwrap();
+        pipeline.swap_vae(&here.join("taesd")).unwrap();
+        let init = rgb_tensor(&read_png(&here.join("renders/init.png")).unwrap()).unwrap();
+        for case in cases["cases"].as_array().unwrap() {
+            let name = case["name"].as_str().unwrap();
+            let latent = common::saved_latent(&here.join(format!("renders/{name}.safetensors")));
+            let init_image = case["strength"].as_f64().map(|strength| InitImage {
+                image: init.clone(),
+                strength,
+                mask: None,
+            });
+            let request = Request { init_image, ..common::case_request(case, SamplerKind::Ddim, latent) };
+            let ours = pipeline
+                .render(&request, &mut |_: &StepView<'_>| ControlFlow::Continue(()))
+                .unwrap()
+                .unwrap();
+            common::assert_matches_png(
+                name,
+                &ours.rgb,
+                (ours.width, ours.height),
+                &here.join(format!("renders/{name}.png")),
+            );
+        }
+    });
 }
 
 #[test]

@@ -1,5 +1,7 @@
 //! `latent-studio bench`: timings as JSON lines `{"name", "value", "unit", "threads", "note"}`.
-//! Weights are zeros: dense tensor kernels take the same time whatever the values.
+//! Weights are zeros (dense CPU kernels take the same time whatever the values) or, with
+//! `--random-weights`, drawn at random (what a GPU check times). The networks run on `--device`
+//! in its default precision (f32 on the CPU, f16 on a GPU).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -35,6 +37,60 @@ pub struct BenchArgs {
     /// Repetitions per figure (the median is reported).
     #[arg(long, default_value_t = 5)]
     pub repeat: usize,
+    /// More models for the `device_parity` figures (diffusers folders or single files), beside
+    /// the built-in ones.
+    #[arg(long = "parity-model")]
+    pub parity_models: Vec<PathBuf>,
+    /// Draw the synthetic networks' weights at random instead of zeros.
+    #[arg(long)]
+    pub random_weights: bool,
+}
+
+/// Where the synthetic networks run, in which precision: `--device`'s, as models load.
+pub(super) fn target() -> (Device, DType) {
+    let LoadOptions { device, dtype, .. } = LoadOptions::default();
+    (device, dtype)
+}
+
+/// Weights for the synthetic networks: zeros, or random where `random`.
+pub(super) fn weights(random: bool, dtype: DType, dev: &Device) -> VarBuilder<'static> {
+    if random {
+        VarBuilder::from_backend(Box::new(RandomWeights), dtype, dev.clone())
+    } else {
+        VarBuilder::zeros(dtype, dev)
+    }
+}
+
+/// Random weights of the scale a trained network has: the init's constant where it asks for one
+/// other than zero (norms' scales), else N(0, 1/fan-in).
+struct RandomWeights;
+
+impl candle_nn::var_builder::SimpleBackend for RandomWeights {
+    fn get(
+        &self,
+        shape: candle_core::Shape,
+        _name: &str,
+        init: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        if let candle_nn::Init::Const(value) = init {
+            if value != 0.0 {
+                return Tensor::full(value, shape, dev)?.to_dtype(dtype);
+            }
+        }
+        let fan_in: usize = shape.dims().iter().skip(1).product();
+        let std = 1.0 / (fan_in.max(1) as f64).sqrt();
+        Tensor::randn(0f32, std as f32, shape, dev)?.to_dtype(dtype)
+    }
+
+    fn get_unchecked(&self, name: &str, _dtype: DType, _dev: &Device) -> candle_core::Result<Tensor> {
+        candle_core::bail!("random weights have no shape for {name}")
+    }
+
+    fn contains_tensor(&self, _name: &str) -> bool {
+        true
+    }
 }
 
 fn threads() -> usize {
@@ -63,7 +119,7 @@ pub(super) fn median_secs(repeat: usize, mut f: impl FnMut() -> anyhow::Result<(
 
 /// Runs `bench`.
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
-    let dev = Device::Cpu;
+    let (dev, dtype) = target();
     let wanted = |name: &str| args.only.as_deref().is_none_or(|o| name.contains(o));
     // The practical ceiling: measured first whenever a figure is compared with it.
     let needs_ceiling = ["matmul_f32", "builtin_unet_eval", "sd15_unet_eval_256"].iter().any(|n| wanted(n));
@@ -76,12 +132,12 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             "1024x1024 by 1024x1024, best of 20: the practical ceiling",
         );
     }
-    let vb = VarBuilder::zeros(DType::F32, &dev);
+    let vb = weights(args.random_weights, dtype, &dev);
     if let (true, Some(rate)) = (wanted("builtin_unet_eval"), ceiling) {
         let unet = UNet::new(&unet_config(), vb.clone())?;
         let c = unet_config();
-        let x = Tensor::zeros((2, c.in_channels, c.sample_size, c.sample_size), DType::F32, &dev)?;
-        let ctx = Tensor::zeros((2, MAX_TOKENS, c.cross_attention_dim), DType::F32, &dev)?;
+        let x = Tensor::zeros((2, c.in_channels, c.sample_size, c.sample_size), dtype, &dev)?;
+        let ctx = Tensor::zeros((2, MAX_TOKENS, c.cross_attention_dim), dtype, &dev)?;
         network_figures(
             "builtin_unet_eval",
             "built-in UNet, batch 2 (guidance), 16x16 latent",
@@ -95,7 +151,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     if wanted("builtin_vae_encode") || wanted("builtin_vae_decode") {
         let vae = TinyVae::new(&vae_config(), vb.clone())?;
         let (f, c, size) = (vae.config().downscale(), vae.config().latent_channels, IMAGE_SIZE);
-        let image = Tensor::zeros((1, 3, size, size), DType::F32, &dev)?;
+        let image = Tensor::zeros((1, 3, size, size), dtype, &dev)?;
         let secs = median_secs(args.repeat, || Ok(vae.encode(&image).map(|_| ())?))?;
         emit(
             "builtin_vae_encode",
@@ -103,7 +159,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             "ms",
             &format!("{size}x{size} RGB to a {0}x{0}x{c} latent", size / f),
         );
-        let z = Tensor::zeros((1, c, size / f, size / f), DType::F32, &dev)?;
+        let z = Tensor::zeros((1, c, size / f, size / f), dtype, &dev)?;
         let secs = median_secs(args.repeat, || Ok(vae.decode(&z).map(|_| ())?))?;
         emit(
             "builtin_vae_decode",
@@ -114,8 +170,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     }
     if let (true, Some(rate)) = (wanted("sd15_unet_eval_256"), ceiling) {
         let unet = UNet::new(&super::bench_fast_models::sd15_unet(), vb.clone())?;
-        let x = Tensor::zeros((1, 4, 32, 32), DType::F32, &dev)?;
-        let ctx = Tensor::zeros((1, 77, 768), DType::F32, &dev)?;
+        let x = Tensor::zeros((1, 4, 32, 32), dtype, &dev)?;
+        let ctx = Tensor::zeros((1, 77, 768), dtype, &dev)?;
         network_figures(
             "sd15_unet_eval_256",
             "SD 1.5 UNet, batch 1, 256x256 (32x32 latent)",
@@ -128,11 +184,14 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     }
     if wanted("sd15_vae_decode_256") {
         let vae = Vae::new(&VaeConfig::default(), vb.clone())?;
-        let z = Tensor::zeros((1, 4, 32, 32), DType::F32, &dev)?;
+        let z = Tensor::zeros((1, 4, 32, 32), dtype, &dev)?;
         let secs = median_secs(args.repeat.min(3), || Ok(vae.decode(&z).map(|_| ())?))?;
         emit("sd15_vae_decode_256", secs * 1e3, "ms", "SD 1.5 VAE, 32x32x4 latent to 256x256 RGB");
     }
-    super::bench_fast_models::run(args.repeat, &wanted)?;
+    super::bench_fast_models::run(args.repeat, args.random_weights, &wanted)?;
+    if wanted("device_parity") {
+        super::bench_device::run(&args.parity_models)?;
+    }
     if wanted("sampler_overhead") {
         sampler_overhead(args.repeat)?;
     }
@@ -271,7 +330,7 @@ fn render_figures(
         );
     }
     if wanted("builtin_sdedit") {
-        let picture = Tensor::zeros((1, 3, size, size), DType::F32, &Device::Cpu)?;
+        let picture = Tensor::zeros((1, 3, size, size), DType::F32, &target().0)?;
         let sdedit = Request {
             init_image: Some(InitImage { image: picture, strength: 0.5, mask: None }),
             ..(*request).clone()

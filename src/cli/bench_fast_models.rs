@@ -5,8 +5,7 @@
 //! the other network figures: dense products cost the same whatever the values. The prompt's
 //! encoding is left out (the studio caches it; a live frame never pays it).
 
-use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
+use candle_core::Tensor;
 
 use super::bench::{emit, median_secs};
 use crate::models::regions::{CrossAttentionBias, Region, RegionMaps};
@@ -32,15 +31,15 @@ fn sd21_unet() -> UNetConfig {
 }
 
 /// The figures whose names `wanted` accepts.
-pub(super) fn run(repeat: usize, wanted: &dyn Fn(&str) -> bool) -> anyhow::Result<()> {
-    let dev = Device::Cpu;
-    let vb = VarBuilder::zeros(DType::F32, &dev);
+pub(super) fn run(repeat: usize, random: bool, wanted: &dyn Fn(&str) -> bool) -> anyhow::Result<()> {
+    let (dev, dtype) = super::bench::target();
+    let vb = super::bench::weights(random, dtype, &dev);
     let repeat = repeat.clamp(1, 3);
     let t = Tensor::full(500f32, 1, &dev)?;
-    let latent = Tensor::zeros((1, 4, 64, 64), DType::F32, &dev)?;
+    let latent = Tensor::zeros((1, 4, 64, 64), dtype, &dev)?;
     if wanted("sd15_unet_eval_512") || wanted("sd15_unet_regions_512") || wanted("lcm_lora_render_512") {
         let unet = UNet::new(&sd15_unet(), vb.clone())?;
-        let ctx = Tensor::zeros((1, 77, 768), DType::F32, &dev)?;
+        let ctx = Tensor::zeros((1, 77, 768), dtype, &dev)?;
         if wanted("sd15_unet_eval_512") {
             let secs = median_secs(repeat, || Ok(unet.forward(&latent, &t, &ctx).map(|_| ())?))?;
             emit("sd15_unet_eval_512", secs * 1e3, "ms", "SD 1.5 UNet, batch 1, 512x512 (64x64 latent)");
@@ -57,7 +56,7 @@ pub(super) fn run(repeat: usize, wanted: &dyn Fn(&str) -> bool) -> anyhow::Resul
             };
             let (left, low) = (cover(|x, _| x < 32), cover(|_, y| y >= 48));
             let columns = [(&left, vec![5, 6, 7]), (&low, vec![8, 9, 10])];
-            let maps = RegionMaps::new(&columns, 77, (64, 64), 4, DType::F32, &dev)?;
+            let maps = RegionMaps::new(&columns, 77, (64, 64), 4, dtype, &dev)?;
             let bias = CrossAttentionBias::new(std::sync::Arc::new(maps), vec![0.3]);
             let plain = median_secs(repeat, || Ok(unet.forward(&latent, &t, &ctx).map(|_| ())?))?;
             let with = median_secs(repeat, || {
@@ -86,9 +85,9 @@ pub(super) fn run(repeat: usize, wanted: &dyn Fn(&str) -> bool) -> anyhow::Resul
     }
     if wanted("turbo_sdedit_frame_512") {
         let unet = UNet::new(&sd21_unet(), vb.clone())?;
-        let ctx = Tensor::zeros((1, 77, 1024), DType::F32, &dev)?;
+        let ctx = Tensor::zeros((1, 77, 1024), dtype, &dev)?;
         let taesd = TinyVae::new(&TinyVaeConfig::default(), vb.clone())?;
-        let picture = Tensor::zeros((1, 3, 512, 512), DType::F32, &dev)?;
+        let picture = Tensor::zeros((1, 3, 512, 512), dtype, &dev)?;
         let secs = median_secs(repeat, || {
             let z = taesd.encode(&picture)?;
             let x = unet.forward(&z, &t, &ctx)?;

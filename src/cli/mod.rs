@@ -1,6 +1,7 @@
 //! The command line. With no subcommand it opens the studio window.
 
 mod bench;
+mod bench_device;
 mod bench_fast_models;
 mod eval;
 mod eval_regions;
@@ -26,6 +27,14 @@ pub struct Cli {
     /// Tensor threads (default: all cores). Every timing `bench` prints states its count.
     #[arg(long, global = true)]
     pub threads: Option<usize>,
+    /// Where the networks run: auto (a GPU when this build and machine have one, else the CPU),
+    /// cpu, cuda:N or metal (the GPU ones need a build with `--features cuda` or `metal`).
+    #[arg(long, global = true, default_value = "auto")]
+    pub device: String,
+    /// Which kernels run the networks: fused (the hand-written CPU kernels where they apply) or
+    /// generic (candle's device-generic operations everywhere, what a GPU runs).
+    #[arg(long, global = true, default_value = "fused", value_parser = ["fused", "generic"])]
+    pub kernels: String,
     /// The studio's model (a diffusers folder or a .safetensors file) instead of the built-in one.
     #[arg(long)]
     pub model: Option<PathBuf>,
@@ -218,6 +227,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         // UNet at 256² ~6% faster with the built-in UNet unchanged (README, Performance).
         std::env::set_var(SPIN_LIMIT, "1000");
     }
+    crate::kernels::set(crate::kernels::Kernels::parse(&cli.kernels).unwrap_or_default());
+    let (device, notice) = crate::models::device::choose(&cli.device)?;
+    if let Some(notice) = notice {
+        eprintln!("notice: {notice}");
+    }
+    crate::models::device::set_default(device);
     match cli.command {
         None => {
             let data_dir = cli.data_dir.unwrap_or_else(crate::app::settings::default_data_dir);

@@ -107,13 +107,9 @@ pub struct ModelArgs {
     /// LCM, or one written by `train` or `distill`), or a single-file `.safetensors` checkpoint.
     #[arg(long, default_value = "builtin")]
     pub model: PathBuf,
-    /// Compute dtype: f32 or f16.
-    #[arg(long, default_value = "f32")]
-    pub dtype: String,
-    /// auto (a GPU when this build and machine have one, else the CPU), cpu, cuda:N or metal (the
-    /// GPU ones need a build with `--features cuda` or `metal`).
+    /// Compute dtype: auto (f32 on the CPU, f16 on a GPU, an SD VAE upcast to f32), f32 or f16.
     #[arg(long, default_value = "auto")]
-    pub device: String,
+    pub dtype: String,
     /// Override the model's prediction type: eps or v.
     #[arg(long)]
     pub prediction_type: Option<String>,
@@ -139,14 +135,12 @@ fn parse_lora(arg: &str) -> Result<LoraSpec, String> {
 impl ModelArgs {
     /// Loads the model.
     pub fn load(&self) -> anyhow::Result<Pipeline> {
-        let (device, notice) = crate::models::device::choose(&self.device)?;
-        if let Some(notice) = notice {
-            eprintln!("notice: {notice}");
-        }
+        let LoadOptions { dtype, device, .. } = LoadOptions::default();
         let dtype = match self.dtype.as_str() {
+            "auto" => dtype,
             "f32" => DType::F32,
             "f16" => DType::F16,
-            other => bail!("invalid dtype {other}: expected f32 or f16"),
+            other => bail!("invalid dtype {other}: expected auto, f32 or f16"),
         };
         let prediction_type = match self.prediction_type.as_deref() {
             None => None,

@@ -1,7 +1,7 @@
 //! The autoencoder of a pipeline: Stable Diffusion's `AutoencoderKL` or TAESD's
 //! `AutoencoderTiny` (the built-in model's), chosen by the `_class_name` in `vae/config.json`.
 
-use candle_core::{Result, Tensor};
+use candle_core::{DType, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::tiny_vae::{TinyVae, TinyVaeConfig};
@@ -10,9 +10,16 @@ use super::vae::{Vae, VaeConfig};
 /// The `_class_name` diffusers writes for TAESD-style autoencoders.
 pub const TINY_CLASS: &str = "AutoencoderTiny";
 
-/// Either kind of autoencoder, behind what the pipeline needs of one.
+/// Either kind of autoencoder, behind what the pipeline needs of one, in the precision it runs
+/// at (f32 where an `AutoencoderKL` asks for `force_upcast` in an f16 model).
 #[derive(Debug)]
-pub enum Autoencoder {
+pub struct Autoencoder {
+    net: Net,
+    dtype: DType,
+}
+
+#[derive(Debug)]
+enum Net {
     /// `AutoencoderKL`: encoding gives a distribution, of which the mean is used.
     Kl(Box<Vae>),
     /// `AutoencoderTiny`: a deterministic encoder.
@@ -85,46 +92,64 @@ impl AutoencoderConfig {
 }
 
 impl Autoencoder {
-    /// Builds the network `config` describes with weights from `vb` (diffusers' names).
+    /// Builds the network `config` describes with weights from `vb` (diffusers' names), in f32
+    /// where `vb` is f16 and the config asks for an upcast.
     pub fn new(config: &AutoencoderConfig, vb: VarBuilder) -> Result<Self> {
-        Ok(match config {
-            AutoencoderConfig::Kl(c) => Self::Kl(Box::new(Vae::new(c, vb)?)),
-            AutoencoderConfig::Tiny(c) => Self::Tiny(Box::new(TinyVae::new(c, vb)?)),
-        })
+        let upcast = vb.dtype() == DType::F16 && matches!(config, AutoencoderConfig::Kl(c) if c.force_upcast);
+        let vb = if upcast { vb.set_dtype(DType::F32) } else { vb };
+        let dtype = vb.dtype();
+        let net = match config {
+            AutoencoderConfig::Kl(c) => Net::Kl(Box::new(Vae::new(c, vb)?)),
+            AutoencoderConfig::Tiny(c) => Net::Tiny(Box::new(TinyVae::new(c, vb)?)),
+        };
+        Ok(Self { net, dtype })
+    }
+
+    /// Whether this is a TAESD-style `AutoencoderTiny`.
+    pub fn is_tiny(&self) -> bool {
+        matches!(self.net, Net::Tiny(_))
+    }
+
+    /// The precision it computes in.
+    pub fn dtype(&self) -> DType {
+        self.dtype
     }
 
     /// How many image pixels one latent pixel covers along each side.
     pub fn downscale(&self) -> usize {
-        match self {
-            Self::Kl(v) => v.config().downscale(),
-            Self::Tiny(v) => v.config().downscale(),
+        match &self.net {
+            Net::Kl(v) => v.config().downscale(),
+            Net::Tiny(v) => v.config().downscale(),
         }
     }
 
     fn scaling_factor(&self) -> f64 {
-        match self {
-            Self::Kl(v) => v.config().scaling_factor,
-            Self::Tiny(v) => v.config().scaling_factor,
+        match &self.net {
+            Net::Kl(v) => v.config().scaling_factor,
+            Net::Tiny(v) => v.config().scaling_factor,
         }
     }
 
     /// The scaled latent of images `[B, 3, H, W]` in [-1, 1] (for `AutoencoderKL` the mean of
-    /// the distribution, as diffusers' pipelines take it with `argmax` sampling).
+    /// the distribution, as diffusers' pipelines take it with `argmax` sampling), in the images'
+    /// dtype.
     pub fn encode_scaled(&self, image: &Tensor) -> Result<Tensor> {
-        let latent = match self {
-            Self::Kl(v) => v.encode(image)?.0,
-            Self::Tiny(v) => v.encode(image)?,
+        let input = image.to_dtype(self.dtype)?;
+        let latent = match &self.net {
+            Net::Kl(v) => v.encode(&input)?.0,
+            Net::Tiny(v) => v.encode(&input)?,
         };
-        latent * self.scaling_factor()
+        (latent * self.scaling_factor())?.to_dtype(image.dtype())
     }
 
-    /// Images in about [-1, 1] from scaled latents.
+    /// Images in about [-1, 1] from scaled latents, in the latents' dtype.
     pub fn decode_scaled(&self, latent: &Tensor) -> Result<Tensor> {
-        let latent = (latent / self.scaling_factor())?;
-        match self {
-            Self::Kl(v) => v.decode(&latent),
-            Self::Tiny(v) => v.decode(&latent),
-        }
+        let input = (latent.to_dtype(self.dtype)? / self.scaling_factor())?;
+        let image = match &self.net {
+            Net::Kl(v) => v.decode(&input)?,
+            Net::Tiny(v) => v.decode(&input)?,
+        };
+        image.to_dtype(latent.dtype())
     }
 }
 

@@ -122,7 +122,7 @@ impl ClipTextModel {
 
     /// The last hidden state `[batch, tokens, hidden]` for token ids `[batch, tokens]`.
     pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
-        super::pool::on_pool(|| self.forward_on_pool(ids))
+        crate::kernels::pool::on_pool(|| self.forward_on_pool(ids))
     }
 
     fn forward_on_pool(&self, ids: &Tensor) -> Result<Tensor> {

@@ -3,7 +3,23 @@
 //! error saying why; `auto` falls back to the CPU, with a notice where the build has a GPU
 //! backend that found no GPU.
 
+use std::sync::OnceLock;
+
 use candle_core::Device;
+
+/// The device `--device` chose for this process (the CPU until it is set).
+static CHOSEN: OnceLock<Device> = OnceLock::new();
+
+/// Makes `device` the one every model of this process loads onto (set once, at start-up; a
+/// second call is ignored).
+pub fn set_default(device: Device) {
+    let _ = CHOSEN.set(device);
+}
+
+/// The device models load onto: the one `--device` chose, else the CPU.
+pub fn default_device() -> Device {
+    CHOSEN.get().cloned().unwrap_or(Device::Cpu)
+}
 
 /// A device choice that cannot be met.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,22 +1,15 @@
-//! Building blocks shared by the networks. Each has two paths: where a gradient is tracked
-//! (training), candle's primitive, differentiable operations (its fused layer-norm kernel has no
-//! backward pass); otherwise one-pass inference kernels on raw f32 slices, which give the same
-//! numbers to rounding and are tested against the first path.
+//! Building blocks shared by the networks. Each has two paths: candle's device-generic
+//! operations (differentiable, what a GPU and training run), and for inference on the CPU the
+//! one-pass kernels of [`crate::kernels`], which give the same numbers to rounding and are tested
+//! against the first path. The kernels decide where they apply.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use candle_core::{CpuStorage, DType, Module, Result, Storage, Tensor, D};
+use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::{Conv2dConfig, VarBuilder};
 
-use super::fast_math::{self, wide_fn};
-use super::gemm::{add_product, add_product_by_rows, plain_f32, set_product, with_f32, zeros, Threads, View};
-use super::winograd;
-
-/// Row-wise passes (layer norm, GEGLU, group norm) over at least this many elements split their
-/// rows across the tensor threads: a serial pass between two parallel products leaves the
-/// second core idle.
-const PARALLEL_ELEMS: usize = 1 << 16;
+use crate::kernels::{self, winograd};
 
 /// Floating-point operations of the convolutions, linear layers and attention products run in
 /// this process (a relaxed counter: one add per layer call).
@@ -53,48 +46,12 @@ pub struct Conv2d {
 }
 
 impl Conv2d {
-    /// The Winograd path, or `None` where it does not apply.
-    fn winograd(&self, x: &Tensor) -> Result<Option<Tensor>> {
-        let (weight, cfg) = (self.inner.weight(), self.inner.config());
-        let bias = self.inner.bias();
-        if !plain_f32(&[x, weight]) || bias.is_some_and(|b| !plain_f32(&[b])) {
-            return Ok(None);
-        }
-        let ((b, c, h, w), (o, wc, kh, kw)) = (x.dims4()?, weight.dims4()?);
-        let square = (kh, kw, cfg.stride, cfg.padding, cfg.dilation, cfg.groups) == (3, 3, 1, 1, 1, 1);
-        if !square || wc != c || !winograd::applies(b, c, o, h, w) {
-            return Ok(None);
-        }
-        let kernel = match self.winograd.get() {
-            Some(kernel) => kernel,
-            None => {
-                // Not when the weights are not plain f32, nor past the budget for kept kernels.
-                // Built outside the `OnceLock`: the transform runs on the thread pool, where a
-                // stolen job for this same layer (the other half of a guided batch) would wait on
-                // the lock forever. Two halves may both build it the first time; one is dropped,
-                // releasing its share of the budget.
-                let made = with_f32(&weight.contiguous()?, |g| winograd::Kernel::new(g, o, c))?;
-                let Some(Some(kernel)) = made else { return Ok(None) };
-                self.winograd.get_or_init(|| kernel)
-            }
-        };
-        let bias = match bias {
-            Some(bias) => Some(bias.to_vec1::<f32>()?),
-            None => None,
-        };
-        let x = x.contiguous()?;
-        let out = with_f32(&x, |xd| winograd::conv3x3(xd, (b, h, w), kernel, bias.as_deref()))?;
-        out.map(|out| Tensor::from_vec(out, (b, o, h, w), x.device())).transpose()
-    }
-}
-
-impl Conv2d {
     /// The differentiable path: our im2col convolution where it applies (its backward pass is
     /// several times faster than candle's), candle's otherwise.
     fn trainable(&self, x: &Tensor) -> Result<Tensor> {
         let cfg = self.inner.config();
         let ours = if cfg.groups == 1 && cfg.dilation == 1 {
-            super::conv_train::conv2d(x, self.inner.weight(), cfg.stride, cfg.padding)?
+            kernels::conv_train::conv2d(x, self.inner.weight(), cfg.stride, cfg.padding)?
         } else {
             None
         };
@@ -108,9 +65,10 @@ impl Conv2d {
 
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let fast = match self.winograd(x)? {
+        let (weight, bias, cfg) = (self.inner.weight(), self.inner.bias(), self.inner.config());
+        let fast = match winograd::conv_layer(x, weight, bias, cfg, &self.winograd)? {
             Some(y) => Some(y),
-            None => super::fast_conv::conv2d(x, self.inner.weight(), self.inner.bias(), self.inner.config())?,
+            None => kernels::fast_conv::conv2d(x, weight, bias, cfg)?,
         };
         let y = match fast {
             Some(y) => y,
@@ -127,77 +85,12 @@ pub struct Linear(candle_nn::Linear);
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = match self.fast(x)? {
+        let y = match kernels::linear::linear(x, self.0.weight(), self.0.bias())? {
             Some(y) => y,
             None => self.0.forward(x)?,
         };
         add_flops(self.0.weight().elem_count(), self.0.weight().dim(0)?, y.elem_count());
         Ok(y)
-    }
-}
-
-impl Linear {
-    /// `x · Wᵀ + b` through [`super::gemm`] (bias pre-filled, the weight read transposed in
-    /// place), or `None` where gradients are tracked or the tensors are not f32 on the CPU.
-    fn fast(&self, x: &Tensor) -> Result<Option<Tensor>> {
-        let (weight, bias) = (self.0.weight(), self.0.bias());
-        if !plain_f32(&[x, weight]) || bias.is_some_and(Tensor::track_op) || x.rank() == 0 {
-            return Ok(None);
-        }
-        let (out_dim, in_dim) = weight.dims2()?;
-        let dims = x.dims();
-        let rows = x.elem_count() / in_dim.max(1);
-        if dims[dims.len() - 1] != in_dim {
-            return Ok(None);
-        }
-        let bias = match bias {
-            Some(bias) => Some(bias.to_dtype(DType::F32)?.to_vec1::<f32>()?),
-            None => None,
-        };
-        let mut out = zeros(rows * out_dim);
-        let x = x.contiguous()?;
-        let done = with_f32(&x, |xs| {
-            with_f32(weight, |w| {
-                let w = View { data: w, shape: (out_dim, in_dim), strides: (in_dim, 1) };
-                if rows * 4 <= in_dim {
-                    // Few tokens for the width (Stable Diffusion's low-resolution levels, text
-                    // tokens): yᵀ = W · xᵀ, output channels split across the threads, so the
-                    // weights stream through once in their stored order. Read transposed, as
-                    // below, gemm gathers them column by column: 1.5-5 times slower here, while
-                    // with many tokens the transposed output would cost more than it saves. The
-                    // input is transposed once here: read strided, gemm gathered it on each
-                    // thread (a quarter slower).
-                    let mut x_t = vec![0f32; rows * in_dim];
-                    super::gemm::transpose(xs, rows, in_dim, &mut x_t);
-                    let xt = View { data: &x_t, shape: (in_dim, rows), strides: (rows, 1) };
-                    let mut yt = vec![0f32; out_dim * rows];
-                    if let Some(bias) = &bias {
-                        for (row, value) in yt.chunks_exact_mut(rows).zip(bias) {
-                            row.fill(*value);
-                        }
-                    }
-                    add_product_by_rows(&mut yt, w, xt)?;
-                    super::gemm::transpose(&yt, out_dim, rows, &mut out);
-                    Ok(())
-                } else {
-                    if let Some(bias) = &bias {
-                        for row in out.chunks_exact_mut(out_dim) {
-                            row.copy_from_slice(bias);
-                        }
-                    }
-                    let a = View { data: xs, shape: (rows, in_dim), strides: (in_dim, 1) };
-                    let wt = View { data: w.data, shape: (in_dim, out_dim), strides: (1, in_dim) };
-                    add_product(&mut out, a, wt, Threads::Auto)
-                }
-            })
-        })?;
-        if done.flatten().is_none() {
-            return Ok(None);
-        }
-        let mut shape = dims.to_vec();
-        let last = shape.len() - 1;
-        shape[last] = out_dim;
-        Tensor::from_vec(out, shape, x.device()).map(Some)
     }
 }
 
@@ -230,7 +123,7 @@ impl LayerNorm {
 
 impl Module for LayerNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if let Some(y) = self.fused(x)? {
+        if let Some(y) = kernels::rows::layer_norm(x, &self.weight, &self.bias, self.eps)? {
             return Ok(y);
         }
         let mean = x.mean_keepdim(D::Minus1)?;
@@ -241,124 +134,23 @@ impl Module for LayerNorm {
     }
 }
 
-impl LayerNorm {
-    /// One pass per row where no gradient is tracked, instead of nine tensor operations.
-    fn fused(&self, x: &Tensor) -> Result<Option<Tensor>> {
-        if !plain_f32(&[x, &self.weight, &self.bias]) || x.rank() == 0 {
-            return Ok(None);
-        }
-        let (weight, bias) = (self.weight.to_vec1::<f32>()?, self.bias.to_vec1::<f32>()?);
-        let dim = weight.len();
-        let x = x.contiguous()?;
-        if x.dim(D::Minus1)? != dim {
-            return Ok(None);
-        }
-        let mut out = zeros(x.elem_count());
-        let eps = self.eps as f32;
-        let done = with_f32(&x, |xs| {
-            by_row_blocks(xs, dim, &mut out, dim, |_, x, y| layer_norm_rows(x, y, &weight, &bias, eps));
-            Ok(())
-        })?;
-        if done.is_none() {
-            return Ok(None);
-        }
-        Tensor::from_vec(out, x.shape(), x.device()).map(Some)
-    }
-}
-
-/// `f(first_row, rows_in, rows_out)` over blocks of whole rows (`xs` rows of `x_len`, `out` rows
-/// of `out_len`), one block per tensor thread from [`PARALLEL_ELEMS`] on.
-fn by_row_blocks(
-    xs: &[f32],
-    x_len: usize,
-    out: &mut [f32],
-    out_len: usize,
-    f: impl Fn(usize, &[f32], &mut [f32]) + Sync,
-) {
-    let rows = out.len() / out_len.max(1);
-    let pool = candle_core::utils::get_num_threads();
-    if pool < 2 || xs.len() < PARALLEL_ELEMS || rows < 2 {
-        return f(0, xs, out);
-    }
-    use rayon::prelude::*;
-    let block = rows.div_ceil(pool);
-    out.par_chunks_mut(block * out_len)
-        .zip(xs.par_chunks(block * x_len))
-        .enumerate()
-        .for_each(|(i, (y, x))| f(i * block, x, y));
-}
-
-wide_fn! {
-    /// Layer normalisation of each `weight.len()`-long row of `xs` into `out`.
-    fn layer_norm_rows(xs: &[f32], out: &mut [f32], weight: &[f32], bias: &[f32], eps: f32) {
-        let dim = weight.len();
-        for (row, dst) in xs.chunks_exact(dim).zip(out.chunks_exact_mut(dim)) {
-            let mean = row.iter().sum::<f32>() / dim as f32;
-            let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / dim as f32;
-            let rstd = 1.0 / (var + eps).sqrt();
-            for (((y, v), w), b) in dst.iter_mut().zip(row).zip(weight).zip(bias) {
-                *y = (v - mean) * rstd * w + b;
-            }
-        }
-    }
-}
-
 /// `t` (`[B, R, C]`) with its last two dimensions swapped, contiguous: `[B, C, R]` (a feature
-/// map's channels to tokens and back). Plain f32 goes through the blocked, parallel
-/// [`super::gemm::transpose`] instead of candle's strided copy, which runs on one thread.
+/// map's channels to tokens and back).
 pub fn swap_last_two(t: &Tensor) -> Result<Tensor> {
-    let (b, r, c) = t.dims3()?;
-    if plain_f32(&[t]) && r * c > 0 {
-        let t = t.contiguous()?;
-        let mut out = zeros(t.elem_count());
-        let done = with_f32(&t, |ts| {
-            for (src, dst) in ts.chunks_exact(r * c).zip(out.chunks_exact_mut(r * c)) {
-                super::gemm::transpose(src, r, c, dst);
-            }
-            Ok(())
-        })?;
-        if done.is_some() {
-            return Tensor::from_vec(out, (b, c, r), t.device());
-        }
+    match kernels::rows::swap_last_two(t)? {
+        Some(y) => Ok(y),
+        None => t.transpose(1, 2)?.contiguous(),
     }
-    t.transpose(1, 2)?.contiguous()
 }
 
-/// GEGLU's gate: the first half of the last dimension times GELU (erf form) of the second half,
-/// in one pass where no gradient is tracked.
+/// GEGLU's gate: the first half of the last dimension times GELU (erf form) of the second half.
 pub fn geglu(h: &Tensor) -> Result<Tensor> {
-    let last = h.dim(D::Minus1)?;
-    let half = last / 2;
-    if plain_f32(&[h]) && last % 2 == 0 && last > 0 {
-        let h = h.contiguous()?;
-        let mut out = zeros(h.elem_count() / 2);
-        let done = with_f32(&h, |hs| {
-            by_row_blocks(hs, last, &mut out, half, |_, x, y| geglu_rows(x, y, half));
-            Ok(())
-        })?;
-        if done.is_some() {
-            let mut shape = h.dims().to_vec();
-            let last = shape.len() - 1;
-            shape[last] = half;
-            return Tensor::from_vec(out, shape, h.device());
-        }
+    if let Some(y) = kernels::rows::geglu(h)? {
+        return Ok(y);
     }
+    let half = h.dim(D::Minus1)? / 2;
     let (value, gate) = (h.narrow(D::Minus1, 0, half)?, h.narrow(D::Minus1, half, half)?);
     value * gate.gelu_erf()?
-}
-
-wide_fn! {
-    /// GEGLU over rows of `2 · half` values (value, then gate) into rows of `half`.
-    fn geglu_rows(hs: &[f32], out: &mut [f32], half: usize) {
-        for (row, dst) in hs.chunks_exact(2 * half).zip(out.chunks_exact_mut(half)) {
-            let (value, gate) = row.split_at(half);
-            for ((y, v), g) in dst.iter_mut().zip(value).zip(gate) {
-                // GELU's erf form, as candle's `gelu_erf` (erf to 5e-7).
-                let gelu = (fast_math::erf(g * std::f32::consts::FRAC_1_SQRT_2) + 1.) * 0.5 * g;
-                *y = v * gelu;
-            }
-        }
-    }
 }
 
 /// Group normalisation (`torch.nn.GroupNorm`), optionally followed by SiLU. Where no gradient
@@ -396,7 +188,8 @@ impl GroupNorm {
     }
 
     fn run(&self, x: &Tensor, silu: bool) -> Result<Tensor> {
-        if let Some(y) = self.fused(x, silu)? {
+        if let Some(y) = kernels::rows::group_norm(x, &self.weight, &self.bias, self.groups, self.eps, silu)?
+        {
             return Ok(y);
         }
         let y = self.inner.forward(x)?;
@@ -404,66 +197,6 @@ impl GroupNorm {
             y.silu()
         } else {
             Ok(y)
-        }
-    }
-
-    /// The one-pass version, or `None` where it does not apply.
-    fn fused(&self, x: &Tensor, silu: bool) -> Result<Option<Tensor>> {
-        let tensors = [x, &self.weight, &self.bias];
-        if !plain_f32(&tensors) || x.rank() < 3 {
-            return Ok(None);
-        }
-        let x = x.contiguous()?;
-        let (b, c) = (x.dim(0)?, x.dim(1)?);
-        let plane = x.elem_count() / (b * c).max(1);
-        if c % self.groups != 0 || c != self.weight.elem_count() {
-            return Ok(None);
-        }
-        let per_group = c / self.groups * plane;
-        if per_group == 0 {
-            return Ok(None);
-        }
-        let (weight, bias) = (self.weight.to_vec1::<f32>()?, self.bias.to_vec1::<f32>()?);
-        let (storage, layout) = x.storage_and_layout();
-        let Storage::Cpu(CpuStorage::F32(data)) = &*storage else { return Ok(None) };
-        let src = &data[layout.start_offset()..layout.start_offset() + x.elem_count()];
-        let mut out = zeros(src.len());
-        let per_channel = c / self.groups;
-        // Each group (of each picture) is a row; large maps spread their groups over the threads.
-        by_row_blocks(src, per_group, &mut out, per_group, |first, inputs, outputs| {
-            let groups = inputs.chunks_exact(per_group).zip(outputs.chunks_exact_mut(per_group));
-            for (g, (input, output)) in (first..).zip(groups) {
-                let channel = (g % self.groups) * per_channel;
-                let channels = channel..channel + per_channel;
-                normalise_group(input, output, &weight[channels.clone()], &bias[channels], self.eps, silu);
-            }
-        });
-        drop(storage);
-        Tensor::from_vec(out, x.shape(), x.device()).map(Some)
-    }
-}
-
-wide_fn! {
-    /// Normalises one group (`weight.len()` channels of equal planes) of `input` into `output`
-    /// with that group's statistics and its channels' scale and shift, then SiLU if asked.
-    fn normalise_group(input: &[f32], output: &mut [f32], weight: &[f32], bias: &[f32], eps: f64, silu: bool) {
-        let n = input.len() as f64;
-        let plane = input.len() / weight.len().max(1);
-        let mean = fast_math::sum(input) / n;
-        let var = fast_math::sum_by(input, |v| (f64::from(v) - mean).powi(2)) / n;
-        let (mean, rstd) = (mean as f32, (1.0 / (var + eps).sqrt()) as f32);
-        for (k, (xs, ys)) in input.chunks_exact(plane).zip(output.chunks_exact_mut(plane)).enumerate() {
-            let (scale, shift) = (rstd * weight[k], bias[k] - mean * rstd * weight[k]);
-            if silu {
-                for (y, &v) in ys.iter_mut().zip(xs) {
-                    let h = v * scale + shift;
-                    *y = h / (1.0 + fast_math::exp(-h));
-                }
-            } else {
-                for (y, &v) in ys.iter_mut().zip(xs) {
-                    *y = v * scale + shift;
-                }
-            }
         }
     }
 }
@@ -478,7 +211,7 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, mask: Option<
     }
     let d = dim / heads;
     if mask.is_none() {
-        if let Some(out) = attention_fused(q, k, v, heads)? {
+        if let Some(out) = kernels::attention::attention(q, k, v, heads)? {
             record_flops(4 * (b * heads * n * m * d) as u64);
             return Ok(out);
         }
@@ -524,79 +257,6 @@ pub fn attention_with_bias(
     let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
     record_flops(4 * (b * heads * n * m * d) as u64);
     probs.matmul(&v)?.transpose(1, 2)?.reshape((b, n, dim))
-}
-
-/// Query rows per block of attention scores over `keys` keys: about 1 MiB of scores (at least 16
-/// rows), which stays in cache between the two products.
-fn attention_rows(keys: usize) -> usize {
-    ((1 << 18) / keys.max(1)).max(16)
-}
-
-/// Unmasked attention head by head on strided views of q, k and v — no split into heads, no
-/// transposes, the softmax in place — where no gradient is tracked; `None` elsewhere. `heads`
-/// divides the channels (`attention` checks it).
-fn attention_fused(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<Option<Tensor>> {
-    if !plain_f32(&[q, k, v]) {
-        return Ok(None);
-    }
-    let (q, k, v) = (q.contiguous()?, k.contiguous()?, v.contiguous()?);
-    let (b, n, dim) = q.dims3()?;
-    let m = k.dim(1)?;
-    if k.dims3()? != (b, m, dim) || v.dims3()? != (b, m, dim) {
-        return Ok(None);
-    }
-    let d = dim / heads;
-    let scale = (1.0 / (d as f64).sqrt()) as f32;
-    // Large attention (Stable Diffusion's 1024-token maps) runs its heads in parallel, each on
-    // one thread; small attention stays on the calling thread.
-    let parallel = b * heads > 1 && b * heads * n * m * d >= super::gemm::PARALLEL_MACS;
-    let threads = if parallel { Threads::One } else { Threads::Auto };
-    let mut out = zeros(b * n * dim);
-    let done = with_f32(&q, |qs| {
-        with_f32(&k, |ks| {
-            with_f32(&v, |vs| {
-                // One head of one picture: its `n × d` outputs, a block of query rows at a time,
-                // so the scores stay a cache-sized buffer reused by every block (all `n × m` of
-                // them at 512x512's 4096 tokens were 64 MiB a head, freshly faulted in).
-                let head = |index: usize| -> Result<Vec<f32>> {
-                    let (bi, h) = (index / heads, index % heads);
-                    let (qo, ko) = (bi * n * dim + h * d, bi * m * dim + h * d);
-                    let block = attention_rows(m).min(n);
-                    let mut scores = vec![0f32; block * m];
-                    let kt = View { data: &ks[ko..], shape: (d, m), strides: (1, dim) };
-                    let vv = View { data: &vs[ko..], shape: (m, d), strides: (dim, 1) };
-                    let mut result = vec![0f32; n * d];
-                    for start in (0..n).step_by(block.max(1)) {
-                        let rows = block.min(n - start);
-                        let s = &mut scores[..rows * m];
-                        let qv = View { data: &qs[qo + start * dim..], shape: (rows, d), strides: (dim, 1) };
-                        set_product(s, qv, kt, threads)?;
-                        fast_math::softmax_rows(s, m, scale);
-                        let p = View { data: s, shape: (rows, m), strides: (m, 1) };
-                        add_product(&mut result[start * d..(start + rows) * d], p, vv, threads)?;
-                    }
-                    Ok(result)
-                };
-                let results: Vec<Vec<f32>> = if parallel {
-                    use rayon::prelude::*;
-                    (0..b * heads).into_par_iter().map(head).collect::<Result<_>>()?
-                } else {
-                    (0..b * heads).map(head).collect::<Result<_>>()?
-                };
-                for (index, result) in results.iter().enumerate() {
-                    let (bi, h) = (index / heads, index % heads);
-                    for (i, row) in result.chunks_exact(d).enumerate() {
-                        out[bi * n * dim + i * dim + h * d..][..d].copy_from_slice(row);
-                    }
-                }
-                Ok(())
-            })
-        })
-    })?;
-    if done.flatten().flatten().is_none() {
-        return Ok(None);
-    }
-    Tensor::from_vec(out, (b, n, dim), q.device()).map(Some)
 }
 
 /// A `k`×`k` convolution with bias.
@@ -706,8 +366,8 @@ mod tests {
             Var::from_tensor(&weight).unwrap().as_tensor().clone(),
             Var::from_tensor(&bias).unwrap().as_tensor().clone(),
         );
-        assert!(fast.fused(&x, true).unwrap().is_some());
-        assert!(reference.fused(&x, true).unwrap().is_none());
+        let fused = |n: &GroupNorm| kernels::rows::group_norm(&x, &n.weight, &n.bias, 3, 1e-5, true).unwrap();
+        assert!(fused(&fast).is_some() && fused(&reference).is_none());
         for silu in [false, true] {
             let (a, b) = (fast.run(&x, silu).unwrap(), reference.run(&x, silu).unwrap());
             let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
@@ -734,8 +394,9 @@ mod linear_tests {
             let fast = Linear(candle_nn::Linear::new(weight.clone(), Some(bias.clone())));
             let tracked = Var::from_tensor(&weight).unwrap().as_tensor().clone();
             let reference = Linear(candle_nn::Linear::new(tracked, Some(bias)));
-            assert!(reference.fast(&x).unwrap().is_none());
-            let (a, b) = (fast.fast(&x).unwrap().expect("fast path"), reference.forward(&x).unwrap());
+            let fused = |l: &Linear| kernels::linear::linear(&x, l.0.weight(), l.0.bias()).unwrap();
+            assert!(fused(&reference).is_none());
+            let (a, b) = (fused(&fast).expect("fast path"), reference.forward(&x).unwrap());
             assert_eq!(a.dims(), &[1, rows, out_dim]);
             let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
             assert!(
@@ -769,7 +430,8 @@ mod fused_tests {
                 (Tensor::randn(1f32, 0.3, d, &dev).unwrap(), Tensor::randn(0f32, 0.3, d, &dev).unwrap());
             let fast = LayerNorm { weight: w.clone(), bias: bias.clone(), eps: 1e-5 };
             let slow = LayerNorm { weight: tracked(&w), bias, eps: 1e-5 };
-            assert!(fast.fused(&x).unwrap().is_some() && slow.fused(&x).unwrap().is_none());
+            let fused = |n: &LayerNorm| kernels::rows::layer_norm(&x, &n.weight, &n.bias, n.eps).unwrap();
+            assert!(fused(&fast).is_some() && fused(&slow).is_none());
             assert!(max_diff(&fast.forward(&x).unwrap(), &slow.forward(&x).unwrap()) < 1e-5);
 
             // Relative to the largest output: GELU's erf is approximated to 5e-7, scaled by the
@@ -796,7 +458,7 @@ mod fused_tests {
             Tensor::randn(0f32, 1.0, (2, 3, 8), &dev).unwrap(),
             Tensor::randn(0f32, 1.0, (2, 3, 8), &dev).unwrap(),
         );
-        assert!(attention_fused(&x, &k, &v, 2).unwrap().is_some());
+        assert!(kernels::attention::attention(&x, &k, &v, 2).unwrap().is_some());
         let fast = attention(&x, &k, &v, 2, None).unwrap();
         let slow = attention(&tracked(&x), &k, &v, 2, None).unwrap();
         assert_eq!(fast.dims(), &[2, 5, 8]);
@@ -810,7 +472,8 @@ mod fused_tests {
         assert!(max_diff(&fast, &slow) < 1e-5, "{}", max_diff(&fast, &slow));
         // More queries than a block of scores holds, the last block partial.
         let (q, k, v) = (big(1200), big(700), big(700));
-        assert!(attention_rows(700) < 1200 && 1200 % attention_rows(700) != 0);
+        let rows = kernels::attention::attention_rows(700);
+        assert!(rows < 1200 && 1200 % rows != 0);
         let fast = attention(&q, &k, &v, 4, None).unwrap();
         let slow = attention(&tracked(&q), &k, &v, 4, None).unwrap();
         assert!(max_diff(&fast, &slow) < 1e-5, "{}", max_diff(&fast, &slow));

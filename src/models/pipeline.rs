@@ -72,6 +72,35 @@ pub enum PipelineError {
     /// A tensor operation failed.
     #[error(transparent)]
     Tensor(#[from] candle_core::Error),
+    /// The GPU had no memory left for a render of this size.
+    #[error("the {device} ran out of memory rendering {width}x{height}: try a smaller size, or --device cpu ({source})")]
+    OutOfMemory {
+        /// Which device.
+        device: String,
+        /// The picture's width.
+        width: usize,
+        /// The picture's height.
+        height: usize,
+        /// The driver's words.
+        source: Box<PipelineError>,
+    },
+}
+
+impl PipelineError {
+    /// `self`, or an [`PipelineError::OutOfMemory`] naming the size where a GPU driver (CUDA,
+    /// cuBLAS, Metal) reported that it ran out of memory.
+    fn naming_memory(self, gpu: Option<String>, (width, height): (usize, usize)) -> Self {
+        let text = self.to_string();
+        let out_of_memory = ["OUT_OF_MEMORY", "ALLOC_FAILED", "out of memory", "insufficient memory"]
+            .iter()
+            .any(|sign| text.contains(sign));
+        match gpu {
+            Some(device) if out_of_memory => {
+                Self::OutOfMemory { device, width, height, source: Box::new(self) }
+            }
+            _ => self,
+        }
+    }
 }
 
 fn unsupported(path: &Path, reason: impl Into<String>) -> PipelineError {
@@ -87,7 +116,7 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, PipelineE
 /// How to load a model.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
-    /// Compute dtype: f32 (default on CPU) or f16.
+    /// Compute dtype: f32 (the default on the CPU) or f16 (the default on a GPU).
     pub dtype: DType,
     /// Where to compute: the CPU, or a CUDA or Metal device in builds with those features.
     pub device: Device,
@@ -96,8 +125,12 @@ pub struct LoadOptions {
 }
 
 impl Default for LoadOptions {
+    /// The process's device ([`super::device::default_device`]): on the CPU in f32, on a GPU in
+    /// f16 (an `AutoencoderKL` that asks for it upcast to f32).
     fn default() -> Self {
-        Self { dtype: DType::F32, device: Device::Cpu, prediction_type: None }
+        let device = super::device::default_device();
+        let dtype = if device.is_cpu() { DType::F32 } else { DType::F16 };
+        Self { dtype, device, prediction_type: None }
     }
 }
 
@@ -526,8 +559,8 @@ impl Pipeline {
             match path {
                 None => None,
                 Some(path) => match self.read_autoencoder(path)? {
-                    tiny @ Autoencoder::Tiny(_) => Some(tiny),
-                    Autoencoder::Kl(_) => return Err(unsupported(
+                    tiny if tiny.is_tiny() => Some(tiny),
+                    _ => return Err(unsupported(
                         path,
                         "step previews decode through a TAESD (AutoencoderTiny); this is an AutoencoderKL: \
                          use it for the final pictures",
@@ -900,8 +933,19 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Renders `request`; `callback` sees every step and can stop the run (then `None`).
+    /// Renders `request`; `callback` sees every step and can stop the run (then `None`). A GPU
+    /// that runs out of memory is an error naming the size.
     pub fn render(
+        &self,
+        request: &Request,
+        callback: &mut StepCallback<'_>,
+    ) -> Result<Option<Rendered>, PipelineError> {
+        let gpu = (!self.device.is_cpu()).then(|| super::device::name(&self.device));
+        let size = request.size.unwrap_or((self.image_size(), self.image_size()));
+        self.render_on_device(request, callback).map_err(|e| e.naming_memory(gpu, size))
+    }
+
+    fn render_on_device(
         &self,
         request: &Request,
         callback: &mut StepCallback<'_>,
@@ -1108,6 +1152,22 @@ fn render_bytes(lw: usize, lh: usize, elem: usize, width: usize) -> u128 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_gpu_out_of_memory_names_the_size() {
+        let driver = || {
+            super::PipelineError::Tensor(candle_core::Error::Msg(
+                "DriverError(CUDA_ERROR_OUT_OF_MEMORY, \"out of memory\")".into(),
+            ))
+        };
+        let named = driver().naming_memory(Some("CUDA GPU".into()), (1024, 768)).to_string();
+        assert!(named.starts_with("the CUDA GPU ran out of memory rendering 1024x768"), "{named}");
+        assert!(named.contains("CUDA_ERROR_OUT_OF_MEMORY"), "{named}");
+        // On the CPU, or for another failure, the error stays as it was.
+        assert!(!driver().naming_memory(None, (8, 8)).to_string().contains("rendering"));
+        let other = super::PipelineError::Tensor(candle_core::Error::Msg("shape mismatch".into()));
+        assert_eq!(other.naming_memory(Some("CUDA GPU".into()), (8, 8)).to_string(), "shape mismatch");
+    }
+
     use super::render_bytes;
 
     #[test]

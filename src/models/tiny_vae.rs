@@ -266,7 +266,7 @@ impl TinyVae {
 
     /// Unscaled latents of images in [-1, 1].
     pub fn encode(&self, image: &Tensor) -> Result<Tensor> {
-        super::pool::on_pool(|| {
+        crate::kernels::pool::on_pool(|| {
             // diffusers' EncoderTiny works on [0, 1].
             let x = ((image + 1.0)? * 0.5)?;
             let mut h = pixel_unshuffle(&x, self.config.patch_size)?;
@@ -279,7 +279,7 @@ impl TinyVae {
 
     /// Images in about [-1, 1] from unscaled latents.
     pub fn decode(&self, latent: &Tensor) -> Result<Tensor> {
-        super::pool::on_pool(|| {
+        crate::kernels::pool::on_pool(|| {
             // TAESD's latent clamp, tanh(x / 3) · 3.
             let mut h = ((latent / 3.0)?.tanh()? * 3.0)?;
             for layer in &self.decoder {

@@ -8,7 +8,6 @@ use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use super::config_limits::{within, MAX_CHANNELS, MAX_LATENT_SIDE, MAX_LEVELS};
-use super::gemm::plain_f32;
 use super::layers::{
     attention, attention_with_bias, conv, geglu, group_norm, linear, linear_no_bias, swap_last_two, Conv2d,
     GroupNorm, LayerNorm, Linear, Resnet,
@@ -548,9 +547,12 @@ impl UNet {
         guidance: Option<&Tensor>,
         bias: Option<&CrossAttentionBias>,
     ) -> Result<Tensor> {
-        super::pool::on_pool(|| {
+        crate::kernels::pool::on_pool(|| {
             let batch = x.dim(0)?;
-            if !(batch >= 2 && candle_core::utils::get_num_threads() >= 2 && plain_f32(&[x, context])) {
+            if !(batch >= 2
+                && candle_core::utils::get_num_threads() >= 2
+                && crate::kernels::fused_applies(&[x, context]))
+            {
                 return self.forward_batch(x, timesteps, context, guidance, bias);
             }
             // Inference on a batch (a guided pair): one half per core. Small networks gain far

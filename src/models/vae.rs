@@ -32,6 +32,9 @@ pub struct VaeConfig {
     pub use_post_quant_conv: bool,
     /// Image size the VAE was trained at.
     pub sample_size: usize,
+    /// Whether it runs in f32 when the rest of the model runs in f16 (diffusers' flag; SD's VAE
+    /// overflows in half precision, so it defaults to yes).
+    pub force_upcast: bool,
 }
 
 impl Default for VaeConfig {
@@ -47,6 +50,7 @@ impl Default for VaeConfig {
             use_quant_conv: true,
             use_post_quant_conv: true,
             sample_size: 512,
+            force_upcast: true,
         }
     }
 }
@@ -229,7 +233,7 @@ impl Vae {
 
     /// Mean and log-variance of the latent distribution for images in [-1, 1], unscaled.
     pub fn encode(&self, image: &Tensor) -> Result<(Tensor, Tensor)> {
-        super::pool::on_pool(|| self.encode_on_pool(image))
+        crate::kernels::pool::on_pool(|| self.encode_on_pool(image))
     }
 
     fn encode_on_pool(&self, image: &Tensor) -> Result<(Tensor, Tensor)> {
@@ -254,7 +258,7 @@ impl Vae {
 
     /// Images in about [-1, 1] from unscaled latents.
     pub fn decode(&self, latent: &Tensor) -> Result<Tensor> {
-        super::pool::on_pool(|| self.decode_on_pool(latent))
+        crate::kernels::pool::on_pool(|| self.decode_on_pool(latent))
     }
 
     fn decode_on_pool(&self, latent: &Tensor) -> Result<Tensor> {

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use std::ops::ControlFlow;
+use std::sync::Mutex;
 
 use candle_core::{DType, Device, Tensor};
 use latent_studio::core::samplers::{Outcome, SampleContext, Sampler, StepView};
@@ -185,4 +186,26 @@ pub fn render_counting(
         .unwrap()
         .unwrap();
     (rendered, steps)
+}
+
+/// Runs `f` with the fused CPU kernels, then with candle's generic operations (`--kernels
+/// generic`, what a GPU runs), so a parity test checks both paths; one such test of this binary
+/// at a time, and the fused kernels are back afterwards, a failure included. (Other tests of the
+/// binary running meanwhile may see the generic path: it gives the same pictures.)
+pub fn on_both_kernels(mut f: impl FnMut()) {
+    use latent_studio::kernels::{self, Kernels};
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    struct BackToFused;
+    impl Drop for BackToFused {
+        fn drop(&mut self) {
+            kernels::set(Kernels::Fused);
+        }
+    }
+    let _back = BackToFused;
+    for chosen in [Kernels::Fused, Kernels::Generic] {
+        println!("kernels: {}", chosen.name());
+        kernels::set(chosen);
+        f();
+    }
 }

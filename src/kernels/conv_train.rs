@@ -216,9 +216,8 @@ impl CustomOp2 for TrainConv {
 /// `x` convolved with `weight` (`[O, C, k, k]`), differentiable in both, or `None` where this
 /// path does not apply (not f32 on the CPU, a non-square kernel): candle's convolution then.
 pub fn conv2d(x: &Tensor, weight: &Tensor, stride: usize, pad: usize) -> Result<Option<Tensor>> {
-    let cpu_f32 = |t: &Tensor| t.dtype() == DType::F32 && t.device().is_cpu();
     let square = weight.rank() == 4 && weight.dim(2)? == weight.dim(3)?;
-    if !cpu_f32(x) || !cpu_f32(weight) || !square || x.rank() != 4 {
+    if !super::training_applies(&[x, weight]) || !square || x.rank() != 4 {
         return Ok(None);
     }
     geometry(x.dims(), weight.dims(), stride, pad)?;

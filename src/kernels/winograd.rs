@@ -14,11 +14,13 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
-use candle_core::Result;
+use candle_core::{Result, Tensor};
+use candle_nn::Conv2dConfig;
 use rayon::prelude::*;
 
 use super::fast_math::wide_fn;
-use super::gemm::{set_product, zeros, Threads, View};
+use super::fused_applies;
+use super::gemm::{set_product, with_f32, zeros, Threads, View};
 
 /// Output block side and input patch side.
 const M: usize = 4;
@@ -146,6 +148,47 @@ fn output_side(m: [f32; P]) -> [f32; M] {
     let (s12, d12) = (m[1] + m[2], m[1] - m[2]);
     let (s34, d34) = (m[3] + m[4], m[3] - m[4]);
     [m[0] + s12 + s34, d12 + 2.0 * d34, s12 + 4.0 * s34, d12 + 8.0 * d34 + m[5]]
+}
+
+/// A convolution layer's Winograd path: `x` convolved with `weight` (3×3, stride 1, padding 1,
+/// no groups or dilation) plus `bias`, its kernel transformed on first use into `kept` (the
+/// weights of an inference model do not change), or `None` where the kernels do not apply
+/// ([`super::fused_applies`]) or Winograd does not pay at this size.
+pub fn conv_layer(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    cfg: &Conv2dConfig,
+    kept: &OnceLock<Kernel>,
+) -> Result<Option<Tensor>> {
+    if !fused_applies(&[x, weight]) || bias.is_some_and(|b| !fused_applies(&[b])) {
+        return Ok(None);
+    }
+    let ((b, c, h, w), (o, wc, kh, kw)) = (x.dims4()?, weight.dims4()?);
+    let square = (kh, kw, cfg.stride, cfg.padding, cfg.dilation, cfg.groups) == (3, 3, 1, 1, 1, 1);
+    if !square || wc != c || !applies(b, c, o, h, w) {
+        return Ok(None);
+    }
+    let kernel = match kept.get() {
+        Some(kernel) => kernel,
+        None => {
+            // Not when the weights are not plain f32, nor past the budget for kept kernels.
+            // Built outside the `OnceLock`: the transform runs on the thread pool, where a stolen
+            // job for this same layer (the other half of a guided batch) would wait on the lock
+            // forever. Two halves may both build it the first time; one is dropped, releasing its
+            // share of the budget.
+            let made = with_f32(&weight.contiguous()?, |g| Kernel::new(g, o, c))?;
+            let Some(Some(kernel)) = made else { return Ok(None) };
+            kept.get_or_init(|| kernel)
+        }
+    };
+    let bias = match bias {
+        Some(bias) => Some(bias.to_vec1::<f32>()?),
+        None => None,
+    };
+    let x = x.contiguous()?;
+    let out = with_f32(&x, |xd| conv3x3(xd, (b, h, w), kernel, bias.as_deref()))?;
+    out.map(|out| Tensor::from_vec(out, (b, o, h, w), x.device())).transpose()
 }
 
 /// Transformed inputs or products of one chunk of tiles, at most (elements; 64 MiB of f32):

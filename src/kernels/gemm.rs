@@ -202,12 +202,6 @@ pub fn zeros(n: usize) -> Vec<f32> {
     v
 }
 
-/// Whether the fast inference paths apply: every tensor f32 on the CPU with no gradient tracked
-/// (training keeps candle's differentiable operations).
-pub fn plain_f32(tensors: &[&Tensor]) -> bool {
-    tensors.iter().all(|t| t.dtype() == candle_core::DType::F32 && t.device().is_cpu() && !t.track_op())
-}
-
 /// Runs `f` on the elements of a contiguous f32 CPU tensor, or returns `None` for any other.
 pub fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<Option<R>> {
     if !t.is_contiguous() {

@@ -10,9 +10,8 @@ use candle_core::{DType, Result, Tensor};
 use candle_nn::Conv2dConfig;
 use rayon::prelude::*;
 
-use super::gemm::{
-    add_product, add_product_by_rows, plain_f32, with_f32, zeros, Threads, View, PARALLEL_MACS,
-};
+use super::fused_applies;
+use super::gemm::{add_product, add_product_by_rows, with_f32, zeros, Threads, View, PARALLEL_MACS};
 
 /// Unrolled elements per tile (4 MiB of f32): large enough for efficient products, small enough
 /// for the cache.
@@ -46,7 +45,10 @@ pub fn conv2d(
     bias: Option<&Tensor>,
     cfg: &Conv2dConfig,
 ) -> Result<Option<Tensor>> {
-    if !plain_f32(&[x, weight]) || bias.is_some_and(Tensor::track_op) || cfg.groups != 1 || cfg.dilation != 1
+    if !fused_applies(&[x, weight])
+        || bias.is_some_and(Tensor::track_op)
+        || cfg.groups != 1
+        || cfg.dilation != 1
     {
         return Ok(None);
     }

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The GPU check, in under five minutes on a machine with an NVIDIA GPU, from the stripped binary
+# packaging/check-cuda.sh builds (target/cuda/latent-studio-cuda; nothing is compiled there).
+# Prints JSON lines:
+# - device_parity_max / _mean: the built-in model, its live student, the tiny diffusers fixture
+#   and a single-file checkpoint rendered on the GPU (f16) against the same renders on the CPU
+#   (f32, fused kernels), as 8-bit pixel differences;
+# - timings with random weights on the GPU: SD 1.5's UNet at 512², the built-in 20-step render,
+#   the live frame; then PyTorch's on the same GPU (benches/peer_torch.py) where torch is there.
+# Reads: the binary, assets/builtin, assets/builtin-live, tests/fixtures/tiny_sd/model and
+# tests/fixtures/single_file/tiny_sd1.safetensors (about 50 MiB with the binary).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+bin=${LATENT_STUDIO:-target/cuda/latent-studio-cuda}
+device=${DEVICE:-cuda:0}
+[ -x "$bin" ] || { echo "error: $bin is missing: build it with packaging/check-cuda.sh" >&2; exit 1; }
+
+# The binary links cudart, cuBLAS, cuRAND and NVRTC of CUDA 13: from the system, else from
+# Python's NVIDIA wheels (PyTorch brings them).
+if ! ldconfig -p 2>/dev/null | grep -q 'libcublas.so.13'; then
+    for dir in $(python3 -c 'import site; print(" ".join(site.getsitepackages()))' 2>/dev/null) /usr/local/cuda/lib64; do
+        for lib in "$dir"/nvidia/cu13/lib "$dir"/nvidia/*/lib "$dir"; do
+            [ -e "$lib/libcublas.so.13" ] && export LD_LIBRARY_PATH=$lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+        done
+    done
+fi
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+"$bin" --version
+
+status=0
+"$bin" --device "$device" bench --only device_parity \
+    --parity-model tests/fixtures/tiny_sd/model \
+    --parity-model tests/fixtures/single_file/tiny_sd1.safetensors || status=1
+for figure in sd15_unet_eval_512 builtin_render live_frame; do
+    "$bin" --device "$device" bench --random-weights --repeat 10 --only "$figure" || status=1
+done
+# A render too large for the GPU must be an error naming the size, not a crash.
+"$bin" --device "$device" render --model tests/fixtures/tiny_sd/model --prompt "a cat" --steps 1 \
+    --width 16384 --height 16384 -o /tmp/too-large.png 2>&1 | tail -n 1
+
+if python3 -c 'import torch, diffusers; assert torch.cuda.is_available()' 2>/dev/null; then
+    python3 benches/peer_torch.py --device cuda --half --random-weights --bin "$bin" --rounds 2 \
+        --only sd15_unet_eval_512 || status=1
+    python3 benches/peer_torch.py --device cuda --half --random-weights --bin "$bin" --rounds 2 \
+        --only builtin_render || status=1
+    python3 benches/peer_torch.py --device cuda --half --random-weights --bin "$bin" --rounds 2 \
+        --only live_frame || status=1
+else
+    echo '{"name":"peer_torch","note":"PyTorch with CUDA is not installed here: no peer figures"}'
+fi
+exit $status
