@@ -7,13 +7,23 @@
 #   (f32, fused kernels), as 8-bit pixel differences;
 # - timings with random weights on the GPU: SD 1.5's UNet at 512², the built-in 20-step render,
 #   the live frame; then PyTorch's on the same GPU (benches/peer_torch.py) where torch is there.
-# Reads: the binary, assets/builtin, assets/builtin-live, tests/fixtures/tiny_sd/model and
-# tests/fixtures/single_file/tiny_sd1.safetensors (about 50 MiB with the binary).
+# Reads: the binary (or its .xz), assets/builtin, assets/builtin-live,
+# tests/fixtures/tiny_sd/model and tests/fixtures/single_file/tiny_sd1.safetensors. The device
+# tool carries at most 64 MiB of working tree and carried files, and this repository's tree is
+# larger (the training folders): run it from a sparse checkout of what the check reads,
+#   git clone --no-checkout --filter=blob:none . /tmp/slim && cd /tmp/slim &&
+#   git sparse-checkout set --no-cone '/*' '!/training/' '!/docs/' '!/tests/fixtures/' \
+#       '/tests/fixtures/tiny_sd/model/' '/tests/fixtures/single_file/tiny_sd1.safetensors' &&
+#   git checkout && mkdir -p target/cuda && cp ../main/target/cuda/latent-studio-cuda.xz target/cuda/
+# (about 45 MiB), carrying target/cuda/latent-studio-cuda.xz.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 bin=${LATENT_STUDIO:-target/cuda/latent-studio-cuda}
 device=${DEVICE:-cuda:0}
+if [ ! -x "$bin" ] && [ -f "$bin.xz" ]; then
+    xz -d -k "$bin.xz" && chmod +x "$bin"
+fi
 [ -x "$bin" ] || { echo "error: $bin is missing: build it with packaging/check-cuda.sh" >&2; exit 1; }
 
 # The binary links cudart, cuBLAS, cuRAND and NVRTC of CUDA 13: from the system, else from

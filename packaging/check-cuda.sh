@@ -42,12 +42,12 @@ for lib in cudart cublas cublasLt curand nvrtc; do
 done
 
 # The driver's link stub, from the names cudarc's driver bindings call.
-cudarc=$(cargo metadata --format-version 1 --locked 2>/dev/null |
-    python3 -c 'import json,sys; print(next(p["manifest_path"] for p in json.load(sys.stdin)["packages"] if p["name"]=="cudarc").rsplit("/",1)[0])' ||
-    true)
+version=$(grep -A1 '^name = "cudarc"' Cargo.lock | sed -n 's/^version = "\(.*\)"/\1/p')
+registry=${CARGO_HOME:-$HOME/.cargo}/registry/src
+cudarc=$(ls -d "$registry"/*/cudarc-"$version" 2>/dev/null | head -n 1)
 if [ -z "$cudarc" ]; then
     cargo fetch --locked
-    cudarc=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-0.19.* | head -n 1)
+    cudarc=$(ls -d "$registry"/*/cudarc-"$version" | head -n 1)
 fi
 grep -oE 'pub unsafe fn cu[A-Za-z0-9_]+' "$cudarc/src/driver/sys/mod.rs" | sed 's/pub unsafe fn //' | sort -u |
     sed 's/.*/int &(void) { return 999; }/' >"$toolkit/cuda_stub.c"
@@ -61,5 +61,8 @@ nvcc --version | tail -n 2
 start=$(date +%s)
 cargo build --release --locked --features cuda --target-dir target/cuda
 strip -o target/cuda/latent-studio-cuda target/cuda/release/latent-studio
+# Compressed for the device tool, which carries at most 64 MiB (the stripped binary is ~80 MB,
+# most of it candle's PTX text; benches/gpu_check.sh unpacks it).
+xz -T0 -6 -f -k target/cuda/latent-studio-cuda
 echo "CUDA build compiled in $(( $(date +%s) - start )) s: target/cuda/latent-studio-cuda" \
-    "($(du -h target/cuda/latent-studio-cuda | cut -f1))"
+    "($(du -h target/cuda/latent-studio-cuda | cut -f1); $(du -h target/cuda/latent-studio-cuda.xz | cut -f1) as .xz)"

@@ -424,12 +424,13 @@ fn paint_live_stroke(h: &mut Harness<'_, StudioApp>) {
         let pos = from + (to - from) * (i as f32 / moves as f32);
         h.input_mut().events.push(egui::Event::PointerMoved(pos));
         h.step();
-        // Each move adds a point: wait for the frame of the stroke with it.
-        let last = seen.last().copied().unwrap_or(0);
+        // Each move adds a point: wait for the frame of the stroke as it is now (a frame of an
+        // earlier partial stroke may still be on its way: the press's, the last move's).
+        let now = h.state().stroke_in_progress_points().expect("a stroke is being painted");
         wait(h, "a live frame of the partial stroke", |app| {
             shown_key(app)
                 .and_then(|k| painted_points(&k))
-                .is_some_and(|(n, p)| n == strokes_before + 1 && p > last)
+                .is_some_and(|(n, p)| n == strokes_before + 1 && p == now)
         });
         let (_, points) = painted_points(&shown_key(h.state()).unwrap_or_default()).unwrap_or_default();
         seen.push(points);

@@ -173,6 +173,12 @@ impl StudioApp {
         }
     }
 
+    /// How many points the stroke being painted has (`None` when none is): Live mode's next
+    /// frame draws the strokes with it.
+    pub fn stroke_in_progress_points(&self) -> Option<usize> {
+        self.canvas_views.values().find_map(|view| Some(view.stroke_in_progress()?.points.len()))
+    }
+
     /// Frames per second Live mode delivered over the last second (`None` when none arrived).
     pub fn live_fps(&self) -> Option<f64> {
         let now = Instant::now();

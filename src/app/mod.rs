@@ -908,9 +908,17 @@ impl StudioApp {
         let mut changed = false;
         let mut choose_folder = false;
         egui::Window::new("Settings").open(&mut show_settings).collapsible(false).show(ctx, |ui| {
-            let device = crate::models::device::name(&crate::models::pipeline::LoadOptions::default().device);
-            ui.label(format!("Device: {device}")).on_hover_text(
-                "Where the studio runs the networks; the command line's --device auto|cpu|cuda:N|metal chooses for its renders",
+            let options = crate::models::pipeline::LoadOptions::default();
+            let device = crate::models::device::name(&options.device);
+            ui.label(format!(
+                "Device: {device} ({:?}, {} kernels)",
+                options.dtype,
+                crate::kernels::current().name()
+            ))
+            .on_hover_text(
+                "Where the studio runs the networks: start it with --device auto|cpu|cuda:N|metal to choose \
+                     (auto: a GPU when this build and machine have one); --kernels generic runs candle's \
+                     device-generic operations on the CPU too",
             );
             let s = &mut self.settings;
             changed |= ui

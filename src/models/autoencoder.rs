@@ -155,7 +155,41 @@ impl Autoencoder {
 
 #[cfg(test)]
 mod tests {
+    use candle_core::Device;
+
     use super::*;
+
+    /// In an f16 model an `AutoencoderKL` that asks for it computes in f32 (SD's VAE overflows in
+    /// half precision), a TAESD or a KL with `force_upcast: false` in f16; either hands back the
+    /// dtype it was given.
+    #[test]
+    fn an_sd_vae_is_upcast_in_an_f16_model() {
+        let kl = |upcast: bool| {
+            AutoencoderConfig::from_json(serde_json::json!({
+                "block_out_channels": [8, 16], "norm_num_groups": 4, "layers_per_block": 1,
+                "latent_channels": 4, "force_upcast": upcast
+            }))
+            .unwrap()
+        };
+        let tiny = AutoencoderConfig::from_json(serde_json::json!({
+            "_class_name": "AutoencoderTiny", "latent_channels": 4,
+            "encoder_block_out_channels": [8, 8], "decoder_block_out_channels": [8, 8],
+            "num_encoder_blocks": [1, 1], "num_decoder_blocks": [1, 1]
+        }))
+        .unwrap();
+        let vb = candle_nn::VarBuilder::zeros(DType::F16, &Device::Cpu);
+        for (config, dtype) in [(kl(true), DType::F32), (kl(false), DType::F16), (tiny, DType::F16)] {
+            let vae = Autoencoder::new(&config, vb.clone()).unwrap();
+            assert_eq!(vae.dtype(), dtype, "{config:?}");
+            let f = vae.downscale();
+            let image = Tensor::zeros((1, 3, 2 * f, 2 * f), DType::F16, &Device::Cpu).unwrap();
+            let latent = vae.encode_scaled(&image).unwrap();
+            assert_eq!((latent.dtype(), latent.dims()), (DType::F16, &[1, 4, 2, 2][..]));
+            assert_eq!(vae.decode_scaled(&latent).unwrap().dtype(), DType::F16);
+        }
+        let f32_vb = candle_nn::VarBuilder::zeros(DType::F32, &Device::Cpu);
+        assert_eq!(Autoencoder::new(&kl(true), f32_vb).unwrap().dtype(), DType::F32);
+    }
 
     #[test]
     fn the_class_name_picks_the_kind_and_survives_a_round_trip() {

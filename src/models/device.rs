@@ -55,17 +55,29 @@ pub fn choose(spec: &str) -> Result<(Device, Option<String>), DeviceError> {
             if !cfg!(feature = "metal") {
                 return Err(error("this build has no Metal support: build with --features metal".into()));
             }
-            Device::new_metal(0).map(|d| (d, None)).map_err(|e| error(format!("no Metal device: {e}")))
+            Device::new_metal(0)
+                .map(|d| (d, None))
+                .map_err(|e| error(format!("no Metal device: {}", words(e))))
         }
         other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
             Some(Ok(n)) => {
                 if !cfg!(feature = "cuda") {
                     return Err(error("this build has no CUDA support: build with --features cuda".into()));
                 }
-                Device::new_cuda(n).map(|d| (d, None)).map_err(|e| error(format!("no CUDA device {n}: {e}")))
+                Device::new_cuda(n)
+                    .map(|d| (d, None))
+                    .map_err(|e| error(format!("no CUDA device {n}: {}", words(e))))
             }
             _ => Err(error("expected auto, cpu, cuda:N or metal".into())),
         },
+    }
+}
+
+/// What the driver said, without the backtrace candle attaches where `RUST_BACKTRACE` is set.
+fn words(e: candle_core::Error) -> String {
+    match e {
+        candle_core::Error::WithBacktrace { inner, .. } => words(*inner),
+        other => other.to_string(),
     }
 }
 
@@ -95,5 +107,10 @@ mod tests {
         assert!(choose("gpu").unwrap_err().to_string().contains("expected auto, cpu, cuda:N or metal"));
         assert!(choose("cuda:x").is_err());
         assert_eq!(name(&Device::Cpu), "CPU");
+        let traced = candle_core::Error::WithBacktrace {
+            inner: Box::new(candle_core::Error::Msg("CUDA_ERROR_NO_DEVICE".into())),
+            backtrace: Box::new(std::backtrace::Backtrace::force_capture()),
+        };
+        assert_eq!(words(traced), "CUDA_ERROR_NO_DEVICE");
     }
 }
