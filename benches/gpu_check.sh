@@ -28,7 +28,8 @@ fi
 
 # The binary links cudart, cuBLAS, cuRAND and NVRTC of CUDA 13: from the system, else from
 # Python's NVIDIA wheels (PyTorch brings them).
-if ! ldconfig -p 2>/dev/null | grep -q 'libcublas.so.13'; then
+# (grep reads all of ldconfig's list: `grep -q` would stop it early, a failure under pipefail.)
+if ! ldconfig -p 2>/dev/null | grep 'libcublas.so.13' >/dev/null; then
     for dir in $(python3 -c 'import site; print(" ".join(site.getsitepackages()))' 2>/dev/null) /usr/local/cuda/lib64; do
         for lib in "$dir"/nvidia/cu13/lib "$dir"/nvidia/*/lib "$dir"; do
             [ -e "$lib/libcublas.so.13" ] && export LD_LIBRARY_PATH=$lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
@@ -47,8 +48,14 @@ for figure in sd15_unet_eval_512 builtin_render live_frame; do
     "$bin" --device "$device" bench --random-weights --repeat 10 --only "$figure" || status=1
 done
 # A render too large for the GPU must be an error naming the size, not a crash.
-"$bin" --device "$device" render --model tests/fixtures/tiny_sd/model --prompt "a cat" --steps 1 \
-    --width 16384 --height 16384 -o /tmp/too-large.png 2>&1 | tail -n 1
+said=$("$bin" --device "$device" render --model tests/fixtures/tiny_sd/model --prompt "a cat" --steps 1 \
+    --width 16384 --height 16384 -o /tmp/too-large.png 2>&1 | tail -n 1)
+if [[ $said == *"ran out of memory rendering 16384x16384"* ]]; then
+    echo '{"name":"gpu_out_of_memory","value":1,"unit":"named","note":"16384x16384 on the tiny model: an error naming the size"}'
+else
+    echo "gpu_out_of_memory: expected an error naming the size, got: $said" >&2
+    status=1
+fi
 
 if python3 -c 'import torch, diffusers; assert torch.cuda.is_available()' 2>/dev/null; then
     python3 benches/peer_torch.py --device cuda --half --random-weights --bin "$bin" --rounds 2 \

@@ -44,7 +44,7 @@ RANDOM = False  # --random-weights: keep the modules' random initialisation inst
 def sync():
     """Waits for the device's queued work, so a timing covers it."""
     if DEVICE != "cpu":
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(DEVICE)
 
 
 def generator(seed):
@@ -209,12 +209,15 @@ class BuiltinPipeline:
 
     def __init__(self, folder=BUILTIN, scheduler=DDIMScheduler):
         text_config = without_nulls(read_json(folder / "text_encoder" / "config.json"))
-        self.text = CLIPTextModel(CLIPTextConfig(**text_config)).eval()
+        self.text = CLIPTextModel(CLIPTextConfig(**text_config)).to(DEVICE).eval()
         weights = load_file(str(folder / "text_encoder" / "model.safetensors"))
         weights = {k if k.startswith("text_model.") else "text_model." + k: v.to(torch.get_default_dtype()) for k, v in weights.items()}
         self.text.load_state_dict(weights, strict=False)
-        self.unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=torch.get_default_dtype()).eval()
-        self.vae = builtin_vae()
+        # from_pretrained places its weights itself (on the CPU), whatever the default device.
+        self.unet = UNet2DConditionModel.from_pretrained(
+            folder, subfolder="unet", torch_dtype=torch.get_default_dtype()
+        ).to(DEVICE).eval()
+        self.vae = builtin_vae().to(DEVICE)
         vae_weights = load_file(str(folder / "vae" / "diffusion_pytorch_model.safetensors"))
         self.vae.load_state_dict({k: v.to(torch.get_default_dtype()) for k, v in vae_weights.items()})
         self.scaling = read_json(folder / "vae" / "config.json")["scaling_factor"]
@@ -270,7 +273,9 @@ class LivePipeline(BuiltinPipeline):
         self.steps, guidance = defaults["steps"], defaults["guidance"]
         w = torch.tensor([guidance - 1.0])
         dim = self.unet.config.time_cond_proj_dim
-        self.w_embedding = LatentConsistencyModelPipeline.get_guidance_scale_embedding(None, w, embedding_dim=dim)
+        self.w_embedding = LatentConsistencyModelPipeline.get_guidance_scale_embedding(
+            None, w, embedding_dim=dim, dtype=torch.get_default_dtype()
+        ).to(DEVICE)
         self.ctx = None
 
     def frame(self, picture):
@@ -289,7 +294,7 @@ class LivePipeline(BuiltinPipeline):
 
 def ours(binary, threads, repeat, only):
     """Our figures whose name contains `only`, by name."""
-    device = [] if DEVICE == "cpu" else ["--device", "cuda:0"]
+    device = [] if DEVICE == "cpu" else ["--device", DEVICE if ":" in DEVICE else "cuda:0"]
     weights = ["--random-weights"] if RANDOM else []
     out = subprocess.run(
         [str(binary), "--threads", str(threads), *device, "bench", *weights, "--repeat", str(repeat), "--only", only],

@@ -28,7 +28,7 @@ if [ ! -x "$toolkit/venv/bin/pip" ]; then
 fi
 "$toolkit/venv/bin/pip" install --quiet --disable-pip-version-check \
     "cuda-toolkit[nvcc,nvvm,crt,cccl,cudart,cublas,curand,nvrtc]==13.0.2"
-cu=$(echo "$toolkit"/venv/lib/python3*/site-packages/nvidia/cu13)
+cu=$(ls -d "$toolkit"/venv/lib/python3*/site-packages/nvidia/cu13 | head -n 1)
 [ -x "$cu/bin/nvcc" ] || { echo "error: no nvcc in $cu" >&2; exit 1; }
 
 root=$toolkit/root
@@ -42,7 +42,7 @@ for lib in cudart cublas cublasLt curand nvrtc; do
 done
 
 # The driver's link stub, from the names cudarc's driver bindings call.
-version=$(grep -A1 '^name = "cudarc"' Cargo.lock | sed -n 's/^version = "\(.*\)"/\1/p')
+version=$(grep -A1 '^name = "cudarc"' Cargo.lock | sed -n 's/^version = "\(.*\)"/\1/p' | head -n 1)
 registry=${CARGO_HOME:-$HOME/.cargo}/registry/src
 cudarc=$(ls -d "$registry"/*/cudarc-"$version" 2>/dev/null | head -n 1)
 if [ -z "$cudarc" ]; then

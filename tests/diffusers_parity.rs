@@ -25,6 +25,7 @@ fn cases() -> Value {
 
 #[test]
 fn token_ids_equal_transformers_in_both_layouts() {
+    let _kernels = common::fused_kernels();
     for case in cases()["tokens"].as_array().unwrap() {
         // Entries without a layout hold for both layouts of the SD 1.x-style tokenizer.
         let layouts = match case.get("layout").and_then(Value::as_str) {
@@ -74,6 +75,7 @@ fn renders_match_diffusers_pixels() {
 
 #[test]
 fn an_sdedit_start_is_encoded_once_and_the_cached_latent_is_the_same() {
+    let _kernels = common::fused_kernels();
     let pipeline = Pipeline::load(&fixture().join("model"), &LoadOptions::default()).unwrap();
     let size = pipeline.image_size();
     let picture = |seed| {

@@ -71,6 +71,19 @@ fn the_command_lines_kernels_flag_picks_the_path() {
         latent_studio::imageio::read_png(&out).unwrap().data
     };
     assert_same_pictures("render --kernels", &render("fused"), &render("generic"));
+    // The flag reaches the dispatch point: the parity figures say which kernels ran.
+    let parity = Command::new(env!("CARGO_BIN_EXE_latent-studio"))
+        .args(["--kernels", "generic", "--threads", "1", "bench", "--only", "device_parity"])
+        .output()
+        .unwrap();
+    assert!(parity.status.success(), "{}", String::from_utf8_lossy(&parity.stderr));
+    let lines = String::from_utf8_lossy(&parity.stdout).into_owned();
+    assert!(lines.contains("CPU (F32, generic kernels) vs CPU (F32, fused kernels)"), "{lines}");
+    for line in lines.lines() {
+        let figure: serde_json::Value = serde_json::from_str(line).unwrap();
+        let levels = figure["value"].as_f64().unwrap();
+        assert!(levels <= 4.0, "{line}");
+    }
     let refused = Command::new(env!("CARGO_BIN_EXE_latent-studio"))
         .args(["render", "--kernels", "fast", "--prompt", "x", "-o", "x.png"])
         .output()

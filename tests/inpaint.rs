@@ -62,6 +62,7 @@ fn inpainting_masked_sdedit_and_img2img_match_diffusers_pixels() {
 
 #[test]
 fn an_inpainting_model_without_a_mask_repaints_everything_with_a_note_and_cannot_invert() {
+    let _kernels = common::fused_kernels();
     let pipeline = Pipeline::load(&fixture().join("model"), &LoadOptions::default()).unwrap();
     let init = rgb_tensor(&read_png(&fixture().join("renders/init.png")).unwrap()).unwrap();
     let latent = common::saved_latent(&fixture().join("renders/inpaint_full.safetensors"));

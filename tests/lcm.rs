@@ -33,6 +33,7 @@ fn scheduler() -> SchedulerConfig {
 
 #[test]
 fn the_guidance_embedding_equals_diffusers() {
+    let _kernels = common::fused_kernels();
     for case in cases()["guidance_embeddings"].as_array().unwrap() {
         let scale = case["guidance"].as_f64().unwrap();
         let dim = case["dim"].as_u64().unwrap() as usize;
@@ -52,6 +53,7 @@ fn the_guidance_embedding_equals_diffusers() {
 
 #[test]
 fn lcm_img2img_timesteps_equal_diffusers_for_every_strength() {
+    let _kernels = common::fused_kernels();
     let config = scheduler();
     for case in cases()["timesteps"].as_array().unwrap() {
         let steps = case["steps"].as_u64().unwrap() as usize;

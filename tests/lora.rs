@@ -106,6 +106,7 @@ fn error(path: &Path) -> String {
 
 #[test]
 fn unmatched_layers_are_reported_and_other_kinds_of_file_refused_by_name() {
+    let _kernels = common::fused_kernels();
     let dir = std::env::temp_dir().join(format!("latent-studio-lora-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let d = dir.as_path();
@@ -181,6 +182,7 @@ fn unmatched_layers_are_reported_and_other_kinds_of_file_refused_by_name() {
 
 #[test]
 fn a_new_strength_does_not_read_the_checkpoint_again() {
+    let _kernels = common::fused_kernels();
     let dir = std::env::temp_dir().join(format!("latent-studio-lora-model-{}", std::process::id()));
     common::copy_dir(&tiny_sd(), &dir);
     let mut pipeline = Pipeline::load(&dir, &LoadOptions::default()).unwrap();

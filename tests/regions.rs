@@ -90,6 +90,7 @@ fn region_renders_match_diffusers_with_the_ediff_i_rule() {
 
 #[test]
 fn empty_regions_and_phrases_are_ignored_with_a_note_and_cut_phrases_are_reported() {
+    let _kernels = common::fused_kernels();
     let cases = cases();
     let none = &cases["cases"][0];
     let pipeline = tiny_sd();
@@ -125,6 +126,7 @@ fn empty_regions_and_phrases_are_ignored_with_a_note_and_cut_phrases_are_reporte
 
 #[test]
 fn a_mask_of_another_size_is_resampled() {
+    let _kernels = common::fused_kernels();
     // The fixture's left-half mask at 4x4 (each cell a 4x4 block of the 16x16 one) renders as
     // the 16x16 one does: both average to the same cells.
     let cases = cases();

@@ -26,6 +26,7 @@ fn cases() -> Value {
 
 #[test]
 fn the_shipped_clip_vocabulary_matches_transformers() {
+    let _kernels = common::fused_kernels();
     let tokenizer = ClipTokenizer::openai("<|endoftext|>", 77).unwrap();
     for case in cases()["tokens"].as_array().unwrap() {
         let want: Vec<u32> = serde_json::from_value(case["ids"].clone()).unwrap();
@@ -75,6 +76,7 @@ fn load_error(path: &Path) -> String {
 
 #[test]
 fn sdxl_instruct_pix2pix_and_foreign_files_are_refused_by_name() {
+    let _kernels = common::fused_kernels();
     let sdxl = write_checkpoint(
         "sdxl",
         &[

@@ -53,6 +53,7 @@ fn renders_through_a_swapped_taesd_match_diffusers_pixels() {
 
 #[test]
 fn single_autoencoder_files_render_as_their_folders_do() {
+    let _kernels = common::fused_kernels();
     let here = fixtures().join("vae_swap");
     let cases: Value =
         serde_json::from_str(&std::fs::read_to_string(here.join("cases.json")).unwrap()).unwrap();
@@ -93,6 +94,7 @@ fn single_autoencoder_files_render_as_their_folders_do() {
 
 #[test]
 fn an_autoencoder_for_other_latents_a_lonely_taesd_half_or_a_pickle_is_refused_naming_it() {
+    let _kernels = common::fused_kernels();
     let mut pipeline = Pipeline::load(&fixtures().join("tiny_sd/model"), &LoadOptions::default()).unwrap();
     // The built-in model's autoencoder has 8 latent channels and scales 8x; the tiny UNet takes 4.
     let builtin = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/builtin");
@@ -129,6 +131,7 @@ fn an_autoencoder_for_other_latents_a_lonely_taesd_half_or_a_pickle_is_refused_n
 
 #[test]
 fn step_previews_decode_through_a_taesd_and_a_kl_one_is_refused_for_them() {
+    let _kernels = common::fused_kernels();
     let here = fixtures().join("vae_swap");
     let mut pipeline = Pipeline::load(&fixtures().join("tiny_sd/model"), &LoadOptions::default()).unwrap();
     let latent = common::saved_latent(&here.join("renders/taesd_txt2img.safetensors"));

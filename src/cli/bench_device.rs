@@ -15,8 +15,8 @@ use crate::engine::spec::ModelSource;
 use crate::kernels::{self, Kernels};
 use crate::models::pipeline::{LoadOptions, Pipeline, Request};
 
-/// The pixels of a 20-step DDIM render of `path` (seed 1, guidance 5, its native size) on
-/// `device` in `dtype` with `chosen` kernels.
+/// The pixels of a DDIM render of `path` (its default steps, at most 20, and guidance; seed 1;
+/// its native size) on `device` in `dtype` with `chosen` kernels.
 fn render(path: &Path, device: Device, dtype: DType, chosen: Kernels) -> anyhow::Result<Vec<u8>> {
     kernels::set(chosen);
     let pipeline = Pipeline::load(path, &LoadOptions { dtype, device, prediction_type: None })?;

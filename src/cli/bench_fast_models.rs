@@ -2,16 +2,18 @@
 //! Stable Diffusion 1.5's UNet, a 4-step LCM-LoRA-shaped render (an SD 1.5 UNet with the LoRA
 //! merged costs what the base does: 4 single-pass evaluations and the VAE decode) and a 1-step
 //! SD-Turbo-shaped SDEdit frame (an SD 2.1 UNet between a TAESD encode and decode). Zero weights, as
-//! the other network figures: dense products cost the same whatever the values. The prompt's
+//! the other network figures (dense CPU products cost the same whatever the values), or random
+//! ones with `--random-weights`. The prompt's
 //! encoding is left out (the studio caches it; a live frame never pays it).
 
 use candle_core::Tensor;
 
 use super::bench::{emit, median_secs};
+use crate::models::autoencoder::{Autoencoder, AutoencoderConfig};
 use crate::models::regions::{CrossAttentionBias, Region, RegionMaps};
 use crate::models::tiny_vae::{TinyVae, TinyVaeConfig};
 use crate::models::unet::{HeadCount, UNet, UNetConfig};
-use crate::models::vae::{Vae, VaeConfig};
+use crate::models::vae::VaeConfig;
 
 /// Stable Diffusion 1.5's UNet config.
 pub(super) fn sd15_unet() -> UNetConfig {
@@ -66,13 +68,13 @@ pub(super) fn run(repeat: usize, random: bool, wanted: &dyn Fn(&str) -> bool) ->
             emit("sd15_unet_regions_ratio", with / plain, "ratio", "with two word regions vs none, same run");
         }
         if wanted("lcm_lora_render_512") {
-            let vae = Vae::new(&VaeConfig::default(), vb.clone())?;
+            let vae = Autoencoder::new(&AutoencoderConfig::Kl(VaeConfig::default()), vb.clone())?;
             let secs = median_secs(repeat.min(2), || {
                 let mut x = latent.clone();
                 for _ in 0..4 {
                     x = unet.forward(&x, &t, &ctx)?;
                 }
-                vae.decode(&x)?;
+                vae.decode_scaled(&x)?;
                 Ok(())
             })?;
             emit(

@@ -220,7 +220,10 @@ mod tests {
             assert_eq!(fast.dims(), reference.dims(), "shape for {:?}", (b, c, o, h, w, k, s, p));
             let diff =
                 (fast - reference).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-            assert!(diff < 1e-4, "max difference {diff} for {:?}", (b, c, o, h, w, k, s, p));
+            // Sums of c·k·k products of unit normals: f32 rounding grows with their square root
+            // (a fixed 1e-4 failed now and then at 576 terms).
+            let tolerance = 1e-5 * ((c * k * k) as f32).sqrt();
+            assert!(diff < tolerance, "max difference {diff} for {:?}", (b, c, o, h, w, k, s, p));
         }
     }
 

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Tensor, D};
 
 use candle_nn::VarBuilder;
 
@@ -94,11 +94,16 @@ impl PipelineError {
         let out_of_memory = ["OUT_OF_MEMORY", "ALLOC_FAILED", "out of memory", "insufficient memory"]
             .iter()
             .any(|sign| text.contains(sign));
+        // The driver's words without the backtrace candle attaches where RUST_BACKTRACE is set.
+        let source = match self {
+            Self::Tensor(candle_core::Error::WithBacktrace { inner, .. }) => Self::Tensor(*inner),
+            other => other,
+        };
         match gpu {
             Some(device) if out_of_memory => {
-                Self::OutOfMemory { device, width, height, source: Box::new(self) }
+                Self::OutOfMemory { device, width, height, source: Box::new(source) }
             }
-            _ => self,
+            _ => source,
         }
     }
 }
@@ -915,6 +920,11 @@ impl Pipeline {
     /// resolution dominate (batch 2 for guidance, at most 8 heads); activations get a generous
     /// allowance.
     fn check_memory(&self, w: usize, h: usize, lw: usize, lh: usize) -> Result<(), PipelineError> {
+        // The system's memory says nothing of a GPU's: there an allocation that fails becomes
+        // `OutOfMemory`, naming the size.
+        if !self.device.is_cpu() {
+            return Ok(());
+        }
         let Some(free) = available_memory_bytes() else { return Ok(()) };
         let width = self.unet.config().block_out_channels.first().copied().unwrap_or(320);
         let need = render_bytes(lw, lh, self.dtype.size_in_bytes(), width);
@@ -940,9 +950,18 @@ impl Pipeline {
         request: &Request,
         callback: &mut StepCallback<'_>,
     ) -> Result<Option<Rendered>, PipelineError> {
-        let gpu = (!self.device.is_cpu()).then(|| super::device::name(&self.device));
         let size = request.size.unwrap_or((self.image_size(), self.image_size()));
-        self.render_on_device(request, callback).map_err(|e| e.naming_memory(gpu, size))
+        self.naming_memory(size, self.render_on_device(request, callback))
+    }
+
+    /// `result`, its error naming `size` where the GPU ran out of memory.
+    fn naming_memory<T>(
+        &self,
+        size: (usize, usize),
+        result: Result<T, PipelineError>,
+    ) -> Result<T, PipelineError> {
+        let gpu = (!self.device.is_cpu()).then(|| super::device::name(&self.device));
+        result.map_err(|e| e.naming_memory(gpu, size))
     }
 
     fn render_on_device(
@@ -1031,6 +1050,11 @@ impl Pipeline {
 
     /// Encodes a picture `[1, 3, H, W]` in [-1, 1] to a scaled latent (the distribution's mean).
     pub fn encode_image(&self, image: &Tensor) -> Result<Tensor, PipelineError> {
+        let (_, _, h, w) = image.dims4()?;
+        self.naming_memory((w, h), self.encode_image_on_device(image))
+    }
+
+    fn encode_image_on_device(&self, image: &Tensor) -> Result<Tensor, PipelineError> {
         use std::hash::{Hash, Hasher};
         let (_, _, h, w) = image.dims4()?;
         self.latent_size(Some((w, h)))?;
@@ -1043,8 +1067,8 @@ impl Pipeline {
         if let Some(hit) = self.encoded_images.lock().ok().and_then(|mut c| c.get(&key)) {
             return Ok(hit);
         }
-        let image = image.to_device(&self.device)?.to_dtype(self.dtype)?;
-        let encoded = self.vae.encode_scaled(&image)?;
+        let image = image.to_device(&self.device)?.to_dtype(self.vae.dtype())?;
+        let encoded = self.vae.encode_scaled(&image)?.to_dtype(self.dtype)?;
         if let Ok(mut cache) = self.encoded_images.lock() {
             cache.insert(key, encoded.clone());
         }
@@ -1054,6 +1078,19 @@ impl Pipeline {
     /// DDIM inversion of a scaled latent with the model's schedule: the unit-variance noise that
     /// DDIM (eta = 0) with the same prompt, guidance and steps maps back to it.
     pub fn invert(
+        &self,
+        latent: &Tensor,
+        prompt: &str,
+        guidance: Guidance,
+        steps: usize,
+        callback: &mut StepCallback<'_>,
+    ) -> Result<Option<Tensor>, PipelineError> {
+        let f = self.vae_factor();
+        let size = (latent.dim(D::Minus1)? * f, latent.dim(D::Minus2)? * f);
+        self.naming_memory(size, self.invert_on_device(latent, prompt, guidance, steps, callback))
+    }
+
+    fn invert_on_device(
         &self,
         latent: &Tensor,
         prompt: &str,

@@ -188,14 +188,25 @@ pub fn render_counting(
     (rendered, steps)
 }
 
+/// Held by every test of a binary that uses [`on_both_kernels`]: the kernel choice is one
+/// setting of the process, and a test comparing two renders for equality must not see it change
+/// between them.
+static KERNEL_CHOICE: Mutex<()> = Mutex::new(());
+
+/// The fused kernels, kept for as long as the guard lives (tests that render, in a binary where
+/// another test runs [`on_both_kernels`]).
+pub fn fused_kernels() -> std::sync::MutexGuard<'static, ()> {
+    let guard = KERNEL_CHOICE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    latent_studio::kernels::set(latent_studio::kernels::Kernels::Fused);
+    guard
+}
+
 /// Runs `f` with the fused CPU kernels, then with candle's generic operations (`--kernels
-/// generic`, what a GPU runs), so a parity test checks both paths; one such test of this binary
-/// at a time, and the fused kernels are back afterwards, a failure included. (Other tests of the
-/// binary running meanwhile may see the generic path: it gives the same pictures.)
+/// generic`, what a GPU runs), so a parity test checks both paths; the other tests of the binary
+/// wait ([`fused_kernels`]), and the fused kernels are back afterwards, a failure included.
 pub fn on_both_kernels(mut f: impl FnMut()) {
     use latent_studio::kernels::{self, Kernels};
-    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _turn = KERNEL_CHOICE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     struct BackToFused;
     impl Drop for BackToFused {
         fn drop(&mut self) {
