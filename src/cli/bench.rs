@@ -380,7 +380,7 @@ fn ui_figures() {
     );
 }
 
-fn render_job(guidance: f64, steps: usize) -> StudioJob {
+pub(super) fn render_job(guidance: f64, steps: usize) -> StudioJob {
     StudioJob {
         output: OutputKey("output".into()),
         task: Task::Render(Box::new(Request {

@@ -8,32 +8,20 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device};
 
-use super::bench::{emit, target};
-use crate::core::samplers::SamplerKind;
-use crate::core::Guidance;
+use super::bench::{emit, render_job, target};
 use crate::engine::spec::ModelSource;
+use crate::engine::studio::Task;
 use crate::kernels::{self, Kernels};
-use crate::models::pipeline::{LoadOptions, Pipeline, Request};
+use crate::models::pipeline::{LoadOptions, Pipeline};
 
-/// The pixels of a DDIM render of `path` (its default steps, at most 20, and guidance; seed 1;
-/// its native size) on `device` in `dtype` with `chosen` kernels.
+/// The pixels of `bench`'s DDIM render (seed 1, its native size) of `path` with its default steps
+/// (at most 20) and guidance, on `device` in `dtype` with `chosen` kernels.
 fn render(path: &Path, device: Device, dtype: DType, chosen: Kernels) -> anyhow::Result<Vec<u8>> {
     kernels::set(chosen);
     let pipeline = Pipeline::load(path, &LoadOptions { dtype, device, prediction_type: None })?;
-    let defaults = pipeline.defaults().clone();
-    let request = Request {
-        prompt: "sunset over snowy mountains with a lake".into(),
-        negative: String::new(),
-        sampler: SamplerKind::Ddim,
-        options: Default::default(),
-        steps: defaults.steps.clamp(1, 20),
-        guidance: Guidance { scale: defaults.guidance, ..Guidance::none() },
-        seed: 1,
-        size: None,
-        init_latent: None,
-        init_image: None,
-        prompt_to: None,
-        regions: Vec::new(),
+    let defaults = pipeline.defaults();
+    let Task::Render(request) = render_job(defaults.guidance, defaults.steps.clamp(1, 20)).task else {
+        anyhow::bail!("not a render")
     };
     let rendered = pipeline.render(&request, &mut |_| ControlFlow::Continue(()))?;
     rendered.map(|r| r.rgb).ok_or_else(|| anyhow::anyhow!("the render stopped"))
